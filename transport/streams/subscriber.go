@@ -1,0 +1,425 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// ErrClosed is returned by Subscribe after Close.
+var ErrClosed = errors.New("streams: subscriber closed")
+
+// Subscriber is a Watermill message.Subscriber reading one stream through one
+// consumer group with one consumer, at least once and in stream order.
+//
+// It sends one message at a time and waits for its Ack or Nack before the
+// next: the Watermill Router runs each message in its own goroutine, so this
+// is what keeps stream order. Acked ids are batched and acknowledged with one
+// XACK per batch, flushed on AckBatch, AckInterval and Close. A nacked message
+// is sent again (a new message with the same content) after a backoff. Entries
+// are only ever acked after their message was acked, so a crash loses none:
+// they stay pending and are re-read first on the next start.
+type Subscriber struct {
+	client redis.UniversalClient
+	cfg    Config
+
+	mu         sync.Mutex // guards subscribed, closed, cancel
+	subscribed bool
+	closed     bool
+	cancel     context.CancelFunc
+
+	wg sync.WaitGroup // the consumer and acker goroutines
+}
+
+var _ message.Subscriber = (*Subscriber)(nil)
+
+// NewSubscriber checks cfg and returns a Subscriber; nothing runs until
+// Subscribe.
+func NewSubscriber(client redis.UniversalClient, cfg Config) (*Subscriber, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if client == nil {
+		return nil, errors.New("streams: nil redis client")
+	}
+	s := &Subscriber{client: client, cfg: cfg}
+	if s.cfg.StartID == nil {
+		s.cfg.StartID = s.newestEntry
+	}
+	return s, nil
+}
+
+// Subscribe starts reading. topic must be the configured stream, and it can be
+// subscribed once. The channel is closed when ctx is done or Close is called.
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return nil, ErrClosed
+	case topic != s.cfg.Stream:
+		return nil, fmt.Errorf("streams: subscriber is for stream %q, not %q", s.cfg.Stream, topic)
+	case s.subscribed:
+		return nil, fmt.Errorf("streams: stream %q is already subscribed", topic)
+	}
+	s.subscribed = true
+	runCtx, cancel := context.WithCancel(ctx)
+	s.cancel = cancel
+
+	out := make(chan *message.Message)
+	a := newAcker(s.client, &s.cfg)
+	c := &consumer{s: s, out: out, acks: a, log: s.cfg.Logger.With(zap.String("stream", s.cfg.Stream), zap.String("group", s.cfg.Group))}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		a.run()
+	}()
+	go func() {
+		defer s.wg.Done()
+		defer a.stop()
+		defer close(out)
+		c.run(runCtx)
+	}()
+	return out, nil
+}
+
+// Close stops reading, lets the in-flight message finish (up to
+// CloseTimeout), flushes the acks and waits for every goroutine it started.
+func (s *Subscriber) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	cancel := s.cancel
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// newestEntry is the default StartID: the newest entry, so that a fresh group
+// reads what comes next; 0-0 for an empty or missing stream.
+func (s *Subscriber) newestEntry(ctx context.Context) (string, error) {
+	msgs, err := s.client.XRevRangeN(ctx, s.cfg.Stream, "+", "-", 1).Result()
+	if err != nil {
+		return "", err
+	}
+	if len(msgs) == 0 {
+		return "0-0", nil
+	}
+	return msgs[0].ID, nil
+}
+
+// consumer is the state of one subscription's reading goroutine; only that
+// goroutine touches it.
+type consumer struct {
+	s    *Subscriber
+	out  chan *message.Message
+	acks *acker
+	log  *zap.Logger
+
+	// groupKnown is set once the group was seen or created, so that a later
+	// NOGROUP means Redis lost it (and the core must be told).
+	groupKnown bool
+	// lastDelivered is the newest id handed out and settled; pending re-reads
+	// after an error start after it, so nothing acked locally is sent twice.
+	lastDelivered string
+}
+
+func (c *consumer) run(ctx context.Context) {
+	cfg := &c.s.cfg
+	pending := true // re-read our own pending entries first
+	cursor := "0"
+	backoff := newBackoff(50*time.Millisecond, cfg.RetryBackoffMax)
+	for ctx.Err() == nil {
+		args := redis.XReadGroupArgs{
+			Group:    cfg.Group,
+			Consumer: cfg.Consumer,
+			Count:    int64(cfg.BatchSize),
+			Block:    -1, // pending entries are there or not: never block
+		}
+		if pending {
+			args.Streams = []string{cfg.Stream, cursor}
+		} else {
+			args.Streams = []string{cfg.Stream, ">"}
+			args.Block = cfg.Block
+		}
+		res, err := c.s.client.XReadGroup(ctx, &args).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			if ctx.Err() != nil {
+				return
+			}
+			cfg.Hooks.RedisError("xreadgroup", err)
+			if isNoGroup(err) {
+				if !c.createGroup(ctx, backoff) {
+					return
+				}
+			} else {
+				c.log.Warn("reading the stream failed; retrying", zap.Error(err), zap.Duration("backoff", backoff.peek()))
+				if !sleepCtx(ctx, backoff.next()) {
+					return
+				}
+			}
+			// The reply may have been lost after Redis added entries to our
+			// pending list: re-read those past the last one we settled.
+			pending, cursor = true, c.resumeCursor()
+			continue
+		}
+		var msgs []redis.XMessage
+		if len(res) > 0 {
+			msgs = res[0].Messages
+		}
+		if !pending {
+			lost, err := c.lostReply(ctx, msgs)
+			if err != nil || lost {
+				if ctx.Err() != nil {
+					return
+				}
+				if err != nil {
+					cfg.Hooks.RedisError("xreadgroup", err)
+					c.log.Warn("checking the pending entries failed; retrying", zap.Error(err), zap.Duration("backoff", backoff.peek()))
+					if !sleepCtx(ctx, backoff.next()) {
+						return
+					}
+				} else {
+					c.log.Warn("a read reply was lost (client retried on a new connection); re-reading pending entries")
+				}
+				// What this read returned is pending too and comes again,
+				// after the entries the lost reply held.
+				pending, cursor = true, c.resumeCursor()
+				continue
+			}
+		}
+		backoff.reset()
+		c.groupKnown = true
+		cfg.Hooks.EntriesRead(len(msgs))
+		if pending && len(msgs) == 0 {
+			pending = false
+			continue
+		}
+		for i := range msgs {
+			if !c.deliver(ctx, &msgs[i]) {
+				return
+			}
+			c.lastDelivered = msgs[i].ID
+		}
+		if pending {
+			cursor = msgs[len(msgs)-1].ID
+		}
+	}
+}
+
+// lostReply reports whether our pending list holds an entry between the last
+// settled one and what the ">" read just returned (msgs, maybe none). That
+// happens when Redis served a read whose reply never arrived and go-redis
+// retried the command on a new connection (it does for EOF): the retry reads
+// later entries, and the lost ones would wait in the pending list until the
+// next restart. One non-blocking read per batch rules it out.
+func (c *consumer) lostReply(ctx context.Context, msgs []redis.XMessage) (bool, error) {
+	cfg := &c.s.cfg
+	res, err := c.s.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group:    cfg.Group,
+		Consumer: cfg.Consumer,
+		Streams:  []string{cfg.Stream, c.resumeCursor()},
+		Count:    1,
+		Block:    -1,
+	}).Result()
+	if err != nil {
+		if errors.Is(err, redis.Nil) {
+			return false, nil
+		}
+		return false, err
+	}
+	if len(res) == 0 || len(res[0].Messages) == 0 {
+		return false, nil
+	}
+	oldest := res[0].Messages[0].ID
+	return len(msgs) == 0 || oldest != msgs[0].ID, nil
+}
+
+func (c *consumer) resumeCursor() string {
+	if c.lastDelivered == "" {
+		return "0"
+	}
+	return c.lastDelivered
+}
+
+// createGroup creates the missing group at StartID, retrying Redis errors
+// with backoff. It returns false only when ctx ended.
+func (c *consumer) createGroup(ctx context.Context, backoff *backoff) bool {
+	cfg := &c.s.cfg
+	for {
+		err := c.tryCreateGroup(ctx)
+		if err == nil {
+			backoff.reset()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		cfg.Hooks.RedisError("xgroup create", err)
+		c.log.Warn("creating the consumer group failed; retrying", zap.Error(err), zap.Duration("backoff", backoff.peek()))
+		if !sleepCtx(ctx, backoff.next()) {
+			return false
+		}
+	}
+}
+
+func (c *consumer) tryCreateGroup(ctx context.Context) error {
+	cfg := &c.s.cfg
+	start, err := cfg.StartID(ctx)
+	if err != nil {
+		return fmt.Errorf("start id: %w", err)
+	}
+	if start == "$" || start == "" {
+		return fmt.Errorf("start id %q: want an entry id (never $: entries added meanwhile would be lost)", start)
+	}
+	err = c.s.client.XGroupCreateMkStream(ctx, cfg.Stream, cfg.Group, start).Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return err
+	}
+	recreated := c.groupKnown
+	c.groupKnown = true
+	if err != nil {
+		// Someone else created it meanwhile; it keeps its position.
+		return nil
+	}
+	if recreated {
+		c.log.Warn("consumer group was lost (Redis lost its data?) and was recreated", zap.String("start_id", start))
+		if cfg.OnGroupRecreated != nil {
+			cfg.OnGroupRecreated()
+		}
+	} else {
+		c.log.Info("consumer group created", zap.String("start_id", start))
+	}
+	return nil
+}
+
+// deliver hands one entry to the router and waits until it is settled. It
+// returns false when the subscription ends first; the entry then stays
+// pending (unless its ack came in time) and is read again on the next start.
+func (c *consumer) deliver(ctx context.Context, xm *redis.XMessage) bool {
+	if len(xm.Values) == 0 {
+		// Redis 7 returns pending entries trimmed since as an id without
+		// fields: nothing to deliver, but they must leave the pending list.
+		c.acks.add(xm.ID)
+		return true
+	}
+	md := make(message.Metadata, len(xm.Values)+2)
+	for k, v := range xm.Values {
+		if s, ok := v.(string); ok {
+			md[k] = s
+		}
+	}
+	md[MetadataEntryID] = xm.ID
+	md[MetadataEntryTime] = idTime(xm.ID)
+
+	cfg := &c.s.cfg
+	backoff := newBackoff(cfg.NackBackoff, cfg.NackBackoffMax)
+	for first := true; ; first = false {
+		msg := message.NewMessage(xm.ID, nil)
+		if first {
+			msg.Metadata = md
+		} else {
+			// A handler may have changed the metadata of the nacked one.
+			msg.Metadata = make(message.Metadata, len(md))
+			for k, v := range xm.Values {
+				if s, ok := v.(string); ok {
+					msg.Metadata[k] = s
+				}
+			}
+			msg.Metadata[MetadataEntryID] = xm.ID
+			msg.Metadata[MetadataEntryTime] = idTime(xm.ID)
+		}
+		msg.SetContext(ctx)
+		if ctx.Err() != nil {
+			return false // select below would pick at random
+		}
+		select {
+		case c.out <- msg:
+		case <-ctx.Done():
+			return false
+		}
+		acked, settled := c.waitSettled(ctx, msg)
+		if acked {
+			c.acks.add(xm.ID)
+			return true
+		}
+		if !settled {
+			return false
+		}
+		if !sleepCtx(ctx, backoff.next()) {
+			return false
+		}
+	}
+}
+
+// waitSettled waits for msg's Ack or Nack. When ctx ends first it still waits
+// up to CloseTimeout, so an entry being handled during shutdown is acked.
+func (c *consumer) waitSettled(ctx context.Context, msg *message.Message) (acked, settled bool) {
+	select {
+	case <-msg.Acked():
+		return true, true
+	case <-msg.Nacked():
+		return false, true
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(c.s.cfg.CloseTimeout)
+	defer t.Stop()
+	select {
+	case <-msg.Acked():
+		return true, true
+	case <-msg.Nacked():
+		return false, false
+	case <-t.C:
+		c.log.Warn("in-flight entry not settled before close; it stays pending", zap.String("id", msg.UUID))
+		return false, false
+	}
+}
+
+// idTime returns the ms part of an entry id without allocating.
+func idTime(id string) string {
+	if i := strings.IndexByte(id, '-'); i >= 0 {
+		return id[:i]
+	}
+	return id
+}
+
+func isNoGroup(err error) bool {
+	return strings.HasPrefix(err.Error(), "NOGROUP")
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// backoff doubles from min to max; not safe for concurrent use.
+type backoff struct{ min, max, cur time.Duration }
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
+
+func (b *backoff) peek() time.Duration { return b.cur }
+
+func (b *backoff) next() time.Duration {
+	d := b.cur
+	b.cur = min(b.cur*2, b.max)
+	return d
+}
+
+func (b *backoff) reset() { b.cur = b.min }
