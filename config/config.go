@@ -165,7 +165,7 @@ func (c *Config) settings() []setting {
 		{"handler_retries", &c.HandlerRetries, "attempts for an entry whose handling fails before it is dead-lettered", false},
 		{"redis_retry_backoff", &c.RedisRetryBackoff, "longest wait between Redis reconnection attempts", false},
 		{"pprof", &c.Pprof, "serve /debug/pprof/ on admin_listen", false},
-		{"demo", &c.Demo, "serve the demo page at /demo (needs auth=none)", false},
+		{"demo", &c.Demo, "serve the demo page at /demo (needs auth=none; default on only with the embedded Redis)", false},
 		{"log_level", (*stringValue)(&c.LogLevel), "debug, info, warn or error", false},
 		{"log_format", (*stringValue)(&c.LogFormat), "json or console", false},
 	}
@@ -322,6 +322,10 @@ func (c *Config) Validate() error {
 	}
 	if err := c.settleAuth(); err != nil {
 		bad("auth", err)
+	}
+	if c.Demo.raw == "" {
+		// Unset: on for the zero-setup run only.
+		c.Demo.B = c.Embedded() && c.Auth == AuthNone
 	}
 	if c.Demo.B && c.Auth != AuthNone {
 		bad("demo", errors.New("may be on only with auth=none (it publishes without credentials)"))

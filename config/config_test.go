@@ -233,3 +233,25 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestDemoDefault(t *testing.T) {
+	cases := []struct {
+		args []string
+		want bool
+	}{
+		{nil, true},
+		{[]string{"--demo=false"}, false},
+		{[]string{"--redis-url", "redis://h:1", "--auth", "none"}, false},
+		{[]string{"--redis-url", "redis://h:1", "--auth", "none", "--demo"}, true},
+		{[]string{"--jwt-secret", "s"}, false},
+	}
+	for _, tc := range cases {
+		c, err := load(t, tc.args, nil, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Demo.B != tc.want {
+			t.Errorf("%v: demo = %v, want %v", tc.args, c.Demo.B, tc.want)
+		}
+	}
+}
