@@ -7,7 +7,7 @@ PKGS := ./...
 
 .PHONY: test deps fmt-check vet staticcheck gotest build fuzz-smoke bench
 
-test: deps fmt-check vet staticcheck gotest
+test: deps fmt-check vet staticcheck gotest fuzz-smoke
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --tags --always --dirty 2>/dev/null || echo dev)" -o bin/notifybridge .
@@ -30,7 +30,7 @@ gotest:
 
 # A short run of every fuzz target (the long runs are recorded in docs/reliability.md).
 fuzz-smoke:
-	@./scripts/fuzz-smoke.sh 10s
+	@./scripts/fuzz-smoke.sh 5s
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
