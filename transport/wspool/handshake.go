@@ -1,0 +1,396 @@
+package wspool
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gobwas/ws"
+	"go.uber.org/zap"
+)
+
+// Refusal labels passed to Hooks.HandshakeRefused; a closed set so metrics
+// keep a bounded cardinality (the client still gets the full reason).
+const (
+	RefusedNotReady      = "not_ready"
+	RefusedDraining      = "draining"
+	RefusedMaxConns      = "max_connections"
+	RefusedMaxConnsPerIP = "max_connections_per_ip"
+	RefusedOrigin        = "origin"
+	RefusedAuth          = "auth"
+	RefusedBadRequest    = "bad_request"
+	RefusedHeaderTooBig  = "header_too_large"
+	RefusedTimeout       = "timeout"
+)
+
+var hdrBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// handshake owns nc until it is upgraded and registered, handed to the HTTP
+// server, or closed. It reads the request itself (bounded by MaxHeaderBytes
+// and HandshakeTimeout), so gobwas never reads the socket and no bufio
+// outlives the handshake.
+func (s *Server) handshake(nc net.Conn) {
+	keep := false
+	defer func() {
+		s.mu.Lock()
+		delete(s.handshakes, nc)
+		s.mu.Unlock()
+		if !keep {
+			_ = nc.Close()
+		}
+	}()
+	if s.closed.Load() {
+		return
+	}
+	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	bp := hdrBufs.Get().(*[]byte)
+	defer hdrBufs.Put(bp)
+	if cap(*bp) < s.cfg.MaxHeaderBytes {
+		*bp = make([]byte, s.cfg.MaxHeaderBytes)
+	}
+	buf := (*bp)[:s.cfg.MaxHeaderBytes]
+
+	n, isWS, hdrEnd, err := readRequestHead(nc, buf)
+	switch {
+	case errors.Is(err, errHeaderTooLarge):
+		s.refusePlain(nc, 431, RefusedHeaderTooBig, "request header too large")
+		return
+	case err != nil:
+		s.cfg.Hooks.HandshakeRefused(408, RefusedTimeout)
+		return
+	case !isWS:
+		_ = nc.SetDeadline(time.Time{})
+		rc := &replayConn{Conn: nc, buf: bytes.Clone(buf[:n])}
+		if s.httpLn.deliver(rc) {
+			keep = true
+		}
+		return
+	}
+	keep = s.upgrade(nc, buf[:hdrEnd], buf[hdrEnd:n])
+}
+
+var errHeaderTooLarge = errors.New("request header too large")
+
+// readRequestHead reads until the request line tells whether this is
+// GET /ws and, if it is, until the end of the header. It returns the bytes
+// read, and for /ws the end of the header.
+func readRequestHead(nc net.Conn, buf []byte) (n int, isWS bool, hdrEnd int, err error) {
+	lineDone := false
+	for {
+		if !lineDone {
+			if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
+				lineDone = true
+				if isWS = isWSRequestLine(buf[:i]); !isWS {
+					return n, false, 0, nil
+				}
+			}
+		}
+		if lineDone {
+			if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 {
+				return n, true, i + 4, nil
+			}
+		}
+		if n == len(buf) {
+			return n, isWS, 0, errHeaderTooLarge
+		}
+		m, rerr := nc.Read(buf[n:])
+		n += m
+		if rerr != nil {
+			return n, isWS, 0, rerr
+		}
+	}
+}
+
+// isWSRequestLine matches "GET /ws HTTP/1.1" and "GET /ws?… HTTP/1.1".
+func isWSRequestLine(line []byte) bool {
+	rest, ok := bytes.CutPrefix(line, []byte("GET /ws"))
+	return ok && len(rest) > 0 && (rest[0] == ' ' || rest[0] == '?')
+}
+
+// refusePlain answers a request gobwas never saw.
+func (s *Server) refusePlain(nc net.Conn, status int, label, reason string) {
+	s.cfg.Hooks.HandshakeRefused(status, label)
+	body := reason + "\n"
+	resp := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		status, statusText(status), len(body), body)
+	_, _ = nc.Write([]byte(resp))
+}
+
+func statusText(code int) string {
+	switch code {
+	case 431:
+		return "Request Header Fields Too Large"
+	case 503:
+		return "Service Unavailable"
+	}
+	return "Error"
+}
+
+// hsState is what the gobwas hooks collect of one request.
+type hsState struct {
+	uri, host, origin, authz, cookie, lastEventID string
+}
+
+func (h *hsState) onHeader(key, value []byte) error {
+	switch {
+	case bytes.EqualFold(key, []byte("Origin")):
+		h.origin = string(value)
+	case bytes.EqualFold(key, []byte("Authorization")):
+		h.authz = string(value)
+	case bytes.EqualFold(key, []byte("Cookie")):
+		if h.cookie != "" {
+			h.cookie += "; "
+		}
+		h.cookie += string(value)
+	case bytes.EqualFold(key, []byte("Last-Event-ID")):
+		h.lastEventID = string(value)
+	}
+	return nil
+}
+
+type refusal struct {
+	status int
+	label  string
+	reason string
+}
+
+func (r *refusal) err() error {
+	opts := []ws.RejectOption{ws.RejectionStatus(r.status), ws.RejectionReason(oneLine(r.reason) + "\n")}
+	if r.status == 503 {
+		opts = append(opts, ws.RejectionHeader(ws.HandshakeHeaderString("Retry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\n")))
+	} else {
+		opts = append(opts, ws.RejectionHeader(ws.HandshakeHeaderString("Content-Type: text/plain; charset=utf-8\r\n")))
+	}
+	return ws.RejectConnectionError(opts...)
+}
+
+// upgrade runs the checks of contract §4 in order (503, 403, 401, 400),
+// upgrades, and registers the connection with the poller. It reports
+// whether the connection now belongs to the pool.
+func (s *Server) upgrade(nc net.Conn, head, extra []byte) bool {
+	var (
+		st      hsState
+		c       *Conn
+		slot    bool
+		refused *refusal
+		ip      = remoteIP(nc)
+	)
+	u := ws.Upgrader{
+		OnRequest: func(uri []byte) error { st.uri = string(uri); return nil },
+		OnHost:    func(h []byte) error { st.host = string(h); return nil },
+		OnHeader:  st.onHeader,
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			var r *refusal
+			c, slot, r = s.decide(&st, nc, ip)
+			if r != nil {
+				refused = r
+				return nil, r.err()
+			}
+			return nil, nil
+		},
+	}
+	_, err := u.Upgrade(rw{Reader: bytes.NewReader(head), Conn: nc})
+	if err != nil {
+		if refused != nil {
+			s.cfg.Hooks.HandshakeRefused(refused.status, refused.label)
+		} else {
+			s.cfg.Hooks.HandshakeRefused(400, RefusedBadRequest)
+		}
+		if c != nil && c.src != nil {
+			c.src.Closed()
+		}
+		if slot {
+			s.releaseSlot(ip)
+		}
+		return false
+	}
+	if !s.register(c, nc, extra) {
+		if c.src != nil {
+			c.src.Closed()
+		}
+		s.releaseSlot(ip)
+		return false
+	}
+	return true
+}
+
+// decide runs the checks; on success it returns the accepted connection.
+func (s *Server) decide(st *hsState, nc net.Conn, ip string) (*Conn, bool, *refusal) {
+	if s.draining.Load() {
+		return nil, false, &refusal{503, RefusedDraining, "draining"}
+	}
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			return nil, false, &refusal{503, RefusedNotReady, err.Error()}
+		}
+	}
+	if label := s.takeSlot(ip); label != "" {
+		return nil, false, &refusal{503, label, strings.ReplaceAll(label, "_", " ") + " reached"}
+	}
+	if !originAllowed(st.origin, st.host, s.cfg.AllowedOrigins) {
+		return nil, true, &refusal{403, RefusedOrigin, "origin not allowed"}
+	}
+	_, rawQuery, _ := strings.Cut(st.uri, "?")
+	query, qerr := url.ParseQuery(rawQuery)
+	id, err := s.cfg.Auth.Authenticate(&AuthRequest{Query: query, Authorization: st.authz, Cookie: st.cookie})
+	if err == nil {
+		err = s.checkIdentity(&id)
+	}
+	if err != nil {
+		return nil, true, &refusal{401, RefusedAuth, err.Error()}
+	}
+	if qerr != nil {
+		return nil, true, &refusal{400, RefusedBadRequest, "bad query: " + qerr.Error()}
+	}
+	c := &Conn{s: s, nc: nc, ip: ip, tIdx: -1}
+	// The handshake holds the job until registration: a Wake from the core
+	// before then only sets a bit, served right after.
+	c.state.Store(stSched)
+	if !id.Expires.IsZero() {
+		c.expires = id.Expires.UnixNano()
+	}
+	src, err := s.cfg.Accept(&Request{Conn: c, Identity: id, Query: query, LastEventID: st.lastEventID})
+	if err != nil {
+		return nil, true, &refusal{400, RefusedBadRequest, err.Error()}
+	}
+	c.src = src
+	return c, true, nil
+}
+
+func (s *Server) checkIdentity(id *Identity) error {
+	if err := s.cfg.ValidateName(id.User); err != nil {
+		return fmt.Errorf("user %v", err)
+	}
+	if len(id.Groups) > s.cfg.MaxGroups {
+		return fmt.Errorf("%d groups, at most %d allowed", len(id.Groups), s.cfg.MaxGroups)
+	}
+	for _, g := range id.Groups {
+		if err := s.cfg.ValidateName(g); err != nil {
+			return fmt.Errorf("group %v", err)
+		}
+	}
+	return nil
+}
+
+// register hands an upgraded connection to the poller, the timer heap and
+// the workers. It reports false if the connection could not be registered
+// (then nothing else holds it).
+func (s *Server) register(c *Conn, nc net.Conn, extra []byte) bool {
+	if len(extra) > 0 {
+		// The client sent frames before it saw our 101.
+		used := c.handleFrames(extra, s.cfg.MaxMessageBytes)
+		if rest := extra[used:]; len(rest) > 0 && c.closeReq.Load() == nil {
+			c.partial = bytes.Clone(rest)
+		}
+	}
+	_ = nc.SetDeadline(time.Time{})
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		s.log.Error("connection has no descriptor", zap.String("type", fmt.Sprintf("%T", nc)))
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	fd := int32(-1)
+	if err := rc.Control(func(f uintptr) { fd = int32(f) }); err != nil || fd < 0 {
+		return false
+	}
+	c.fd = fd
+	now := time.Now().UnixNano()
+	c.lastRead.Store(now)
+	c.nextPing = now + int64(s.cfg.PingInterval)
+	if err := s.poller.add(c); err != nil {
+		s.log.Warn("register", zap.Error(err))
+		return false
+	}
+	s.cfg.Hooks.ConnOpened()
+	next := c.nextPing
+	if c.expires != 0 {
+		next = min(next, c.expires)
+	}
+	s.timers.set(c, next, false)
+	if s.draining.Load() {
+		// Drain may have taken its snapshot before the poller knew c.
+		c.closeReq.CompareAndSwap(nil, &closeReq{code: CloseGoingAway, reason: "node shutting down"})
+		c.state.Or(stDrain | stCloseReq)
+	}
+	// Hand the job (stSched is still ours) to the workers.
+	c.state.Or(stRead | stWake)
+	s.queue <- c
+	return true
+}
+
+// rw feeds gobwas the request head we already read and lets it write its
+// response straight to the connection.
+type rw struct {
+	*bytes.Reader
+	net.Conn
+}
+
+func (r rw) Read(p []byte) (int, error)  { return r.Reader.Read(p) }
+func (r rw) Write(p []byte) (int, error) { return r.Conn.Write(p) }
+
+func remoteIP(nc net.Conn) string {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	host, _, err := net.SplitHostPort(nc.RemoteAddr().String())
+	if err != nil {
+		return nc.RemoteAddr().String()
+	}
+	return host
+}
+
+// originAllowed applies contract §2: no Origin passes; "*" allows all; an
+// empty list allows only the request's own host; else the normalized origin
+// must be listed.
+func originAllowed(origin, host string, allowed []string) bool {
+	if origin == "" {
+		return true
+	}
+	if len(allowed) == 0 {
+		o, err := normalizeOrigin(origin)
+		if err != nil {
+			return false
+		}
+		scheme, ohost, _ := strings.Cut(o, "://")
+		h := stripDefaultPort(scheme, strings.ToLower(host))
+		if ohost == h {
+			return true
+		}
+		// Host carries no scheme: "example.com:80" and an http origin
+		// without port, or the reverse, are the same host.
+		return ohost == stripDefaultPort(scheme, h+defaultPort(scheme)) || ohost+defaultPort(scheme) == h
+	}
+	o, err := normalizeOrigin(origin)
+	if err != nil {
+		return false
+	}
+	for _, a := range allowed {
+		if a == "*" {
+			return true
+		}
+		if n, err := normalizeOrigin(a); err == nil && n == o {
+			return true
+		}
+	}
+	return false
+}
+
+func defaultPort(scheme string) string {
+	switch scheme {
+	case "http", "ws":
+		return ":80"
+	case "https", "wss":
+		return ":443"
+	}
+	return ""
+}

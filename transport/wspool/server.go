@@ -1,0 +1,294 @@
+package wspool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Server accepts WebSocket connections on /ws, serves every other path with
+// Config.HTTPHandler on the same port, and drives the connections with an
+// epoll poller, one timer heap and a fixed worker pool.
+//
+// Goroutines, all started by Start and waited for by Close: the accept loop,
+// the poll loop, the timer loop, Workers pool workers, the http.Server of
+// other paths, and one goroutine per handshake in flight (bounded by
+// MaxHandshakes and HandshakeTimeout). An upgraded connection has none.
+//
+// Lock order (outer first): Server.mu → poller.mu. timers.mu is a leaf.
+// No lock is held across socket I/O; Conn has no lock at all.
+type Server struct {
+	cfg     Config
+	ln      net.Listener
+	poller  *poller
+	timers  *timers
+	queue   chan *Conn // run queue; cap covers every connection once
+	httpLn  *chanListener
+	httpSrv *http.Server
+	log     *zap.Logger
+
+	handshakeSem chan struct{}
+	nconn        atomic.Int64 // WebSocket connections, handshakes after their 503 check included
+	draining     atomic.Bool
+	closed       atomic.Bool
+
+	mu         sync.Mutex
+	perIP      map[string]int        // guarded by mu
+	handshakes map[net.Conn]struct{} // in flight; guarded by mu
+	emptyCh    chan struct{}         // closed when nconn drops to 0; guarded by mu
+
+	done      chan struct{}
+	stopWork  chan struct{} // closed once no connection is left to run
+	acceptWG  sync.WaitGroup
+	wg        sync.WaitGroup // loops and workers
+	hsWG      sync.WaitGroup // handshakes
+	startOnce sync.Once
+	closeOnce sync.Once
+}
+
+// ErrClosed is returned by Start after Close.
+var ErrClosed = errors.New("wspool: server closed")
+
+// New validates cfg, listens and sets up the poller; Start runs it.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("listen: %w", err)
+		}
+	}
+	p, err := newPoller()
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s := &Server{
+		cfg:          cfg,
+		ln:           ln,
+		poller:       p,
+		timers:       newTimers(),
+		queue:        make(chan *Conn, cfg.MaxConnections+cfg.MaxHandshakes),
+		log:          cfg.Logger,
+		handshakeSem: make(chan struct{}, cfg.MaxHandshakes),
+		perIP:        make(map[string]int),
+		handshakes:   make(map[net.Conn]struct{}),
+		done:         make(chan struct{}),
+		stopWork:     make(chan struct{}),
+	}
+	s.httpLn = newChanListener(ln.Addr())
+	h := cfg.HTTPHandler
+	if h == nil {
+		h = http.NotFoundHandler()
+	}
+	s.httpSrv = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(cfg.Logger),
+	}
+	return s, nil
+}
+
+// Addr is the listening address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Conns is the number of open WebSocket connections (handshakes past their
+// capacity check included).
+func (s *Server) Conns() int { return int(s.nconn.Load()) }
+
+// Start starts the server's goroutines and returns; Close stops them.
+func (s *Server) Start() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	s.startOnce.Do(func() {
+		for i := 0; i < s.cfg.Workers; i++ {
+			s.wg.Go(func() {
+				w := newWorker()
+				for {
+					select {
+					case c := <-s.queue:
+						c.run(w)
+					case <-s.stopWork:
+						return
+					}
+				}
+			})
+		}
+		s.wg.Go(s.poller.run)
+		s.wg.Go(func() { s.timers.run(s.done) })
+		s.wg.Go(func() { _ = s.httpSrv.Serve(s.httpLn) })
+		s.acceptWG.Go(s.acceptLoop)
+	})
+	return nil
+}
+
+func (s *Server) acceptLoop() {
+	var backoff time.Duration
+	for {
+		select {
+		case s.handshakeSem <- struct{}{}:
+		case <-s.done:
+			return
+		}
+		nc, err := s.ln.Accept()
+		if err != nil {
+			<-s.handshakeSem
+			if s.closed.Load() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors or a transient error: back off instead of
+				// spinning.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept", zap.Error(err), zap.Duration("backoff", backoff))
+				select {
+				case <-time.After(backoff):
+				case <-s.done:
+					return
+				}
+				continue
+			}
+			s.log.Error("accept failed; not accepting any more", zap.Error(err))
+			return
+		}
+		backoff = 0
+		s.mu.Lock()
+		s.handshakes[nc] = struct{}{}
+		s.mu.Unlock()
+		s.hsWG.Go(func() {
+			defer func() { <-s.handshakeSem }()
+			s.handshake(nc)
+		})
+	}
+}
+
+// connGone is the end of every connection that got past its capacity
+// check: counts, per-IP bookkeeping, hooks.
+func (s *Server) connGone(c *Conn, code int) {
+	s.releaseSlot(c.ip)
+	s.cfg.Hooks.ConnClosed(code)
+}
+
+// takeSlot reserves a connection slot for ip; it reports the refusal reason.
+func (s *Server) takeSlot(ip string) string {
+	if n := s.nconn.Add(1); n > int64(s.cfg.MaxConnections) {
+		s.nconn.Add(-1)
+		return "max_connections"
+	}
+	if s.cfg.MaxConnectionsPerIP > 0 {
+		s.mu.Lock()
+		if s.perIP[ip] >= s.cfg.MaxConnectionsPerIP {
+			s.mu.Unlock()
+			s.nconn.Add(-1)
+			return "max_connections_per_ip"
+		}
+		s.perIP[ip]++
+		s.mu.Unlock()
+	}
+	return ""
+}
+
+func (s *Server) releaseSlot(ip string) {
+	s.mu.Lock()
+	if s.cfg.MaxConnectionsPerIP > 0 {
+		if s.perIP[ip]--; s.perIP[ip] <= 0 {
+			delete(s.perIP, ip)
+		}
+	}
+	if s.nconn.Add(-1) == 0 && s.emptyCh != nil {
+		close(s.emptyCh)
+		s.emptyCh = nil
+	}
+	s.mu.Unlock()
+}
+
+// waitEmpty waits until no connection is left or ctx ends.
+func (s *Server) waitEmpty(ctx context.Context) error {
+	s.mu.Lock()
+	if s.nconn.Load() == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.emptyCh == nil {
+		s.emptyCh = make(chan struct{})
+	}
+	ch := s.emptyCh
+	s.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Drain stops accepting (new handshakes get 503 "draining"), lets every
+// connection write what its source has ready, then closes it with 1001.
+// Connections still open when ctx ends are closed at TCP level and Drain
+// returns ctx.Err().
+func (s *Server) Drain(ctx context.Context) error {
+	s.draining.Store(true)
+	for _, c := range s.poller.snapshot() {
+		c.closeReq.CompareAndSwap(nil, &closeReq{code: CloseGoingAway, reason: "node shutting down"})
+		c.schedule(stDrain | stCloseReq)
+	}
+	err := s.waitEmpty(ctx)
+	if err != nil {
+		for _, c := range s.poller.snapshot() {
+			c.schedule(stKill)
+		}
+	}
+	return err
+}
+
+// Close stops the server: it closes the listener, every handshake and every
+// connection (at TCP level; use Drain first for a clean shutdown), and
+// waits for all its goroutines. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.draining.Store(true)
+		_ = s.ln.Close()
+		close(s.done)
+		s.acceptWG.Wait() // no handshake starts after this
+		s.mu.Lock()
+		for nc := range s.handshakes {
+			_ = nc.SetDeadline(time.Unix(1, 0))
+		}
+		s.mu.Unlock()
+		s.hsWG.Wait()
+		// Only workers tear connections down; they are still running.
+		for _, c := range s.poller.snapshot() {
+			c.schedule(stKill)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.waitEmpty(ctx); err != nil {
+			s.log.Error("connections left at close", zap.Int64("conns", s.nconn.Load()))
+		}
+		cancel()
+		_ = s.httpSrv.Close()
+		s.httpLn.Close()
+		// The queue is never closed: a late Wake may still send to it, and
+		// it has room for every connection.
+		close(s.stopWork)
+		s.poller.wakeup()
+		s.wg.Wait()
+		s.poller.close()
+	})
+	return nil
+}

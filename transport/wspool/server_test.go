@@ -1,0 +1,445 @@
+package wspool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+func TestDeliverAndWake(t *testing.T) {
+	h := newHarness(t, nil)
+	c := mustDial(t, h.addr(), "/ws?user=alice&groups=a,b")
+	a := h.conn("alice")
+	if a.req.Identity.User != "alice" || strings.Join(a.req.Identity.Groups, ",") != "a,b" {
+		t.Fatalf("identity %+v", a.req.Identity)
+	}
+	f1, f2 := textFrame(`{"id":"1-0"}`), textFrame(`{"id":"2-0"}`)
+	a.src.push(f1, f2)
+	a.req.Conn.Wake()
+	c.expectText(t, `{"id":"1-0"}`)
+	c.expectText(t, `{"id":"2-0"}`)
+	// A large burst crosses several writev passes.
+	big := textFrame(strings.Repeat("x", 1000))
+	for i := 0; i < 500; i++ {
+		a.src.push(big)
+	}
+	a.req.Conn.Wake()
+	for i := 0; i < 500; i++ {
+		c.expectText(t, strings.Repeat("x", 1000))
+	}
+	if f1[0] != 0x81 || !bytes.Equal(f1, textFrame(`{"id":"1-0"}`)) {
+		t.Fatal("frame modified")
+	}
+	c.nc.Close()
+	eventually(t, 2*time.Second, func() error {
+		if a.src.closed.Load() != 1 {
+			return fmt.Errorf("Closed called %d times", a.src.closed.Load())
+		}
+		return nil
+	})
+}
+
+func TestWakeBeforeUpgradeIsServed(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) {
+		acc := cfg.Accept
+		cfg.Accept = func(r *Request) (Source, error) {
+			src, err := acc(r)
+			src.(*testSource).push(textFrame("early"))
+			r.Conn.Wake()
+			return src, err
+		}
+	})
+	c := mustDial(t, h.addr(), "/ws?user=bob")
+	c.expectText(t, "early")
+}
+
+func TestRefusals(t *testing.T) {
+	var ready atomic.Pointer[string]
+	h := newHarness(t, func(cfg *Config) {
+		cfg.Ready = func() error {
+			if p := ready.Load(); p != nil {
+				return errors.New(*p)
+			}
+			return nil
+		}
+		cfg.MaxGroups = 2
+	})
+	addr := h.addr()
+	checkRefused(t, dialWS(t, addr, "/ws"), 401, "missing user")
+	checkRefused(t, dialWS(t, addr, "/ws?user=a%20b"), 401, "whitespace")
+	checkRefused(t, dialWS(t, addr, "/ws?user=a&groups=x,y,z"), 401, "3 groups")
+	checkRefused(t, dialWS(t, addr, "/ws?user=a&groups=x,"), 401, "group is empty")
+	checkRefused(t, dialWS(t, addr, "/ws?user=a&fail=id"), 400, "bad resume: id")
+	// Default: same host only.
+	checkRefused(t, dialWS(t, addr, "/ws?user=a", "Origin: http://evil.example"), 403, "origin")
+	mustDial(t, addr, "/ws?user=o1", "Origin: http://"+addr)
+	// Order: 403 before 401, 401 before 400.
+	checkRefused(t, dialWS(t, addr, "/ws?fail=x", "Origin: http://evil.example"), 403, "origin")
+	checkRefused(t, dialWS(t, addr, "/ws?fail=x"), 401, "missing user")
+	// Not ready wins over everything.
+	msg := "warming the window"
+	ready.Store(&msg)
+	c := dialWS(t, addr, "/ws", "Origin: http://evil.example")
+	checkRefused(t, c, 503, "warming the window")
+	if c.resp.Header.Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+	ready.Store(nil)
+	mustDial(t, addr, "/ws?user=ok")
+	if h.hooks.refused.Load() < 8 {
+		t.Fatalf("refusals counted: %d", h.hooks.refused.Load())
+	}
+}
+
+func TestOriginRules(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) { cfg.AllowedOrigins = []string{"https://app.example", "http://localhost:3000"} })
+	addr := h.addr()
+	mustDial(t, addr, "/ws?user=a", "Origin: https://app.example")
+	mustDial(t, addr, "/ws?user=b", "Origin: HTTPS://APP.example:443")
+	mustDial(t, addr, "/ws?user=c", "Origin: http://localhost:3000")
+	mustDial(t, addr, "/ws?user=d") // no Origin: non-browser client
+	checkRefused(t, dialWS(t, addr, "/ws?user=e", "Origin: http://app.example"), 403, "origin")
+	checkRefused(t, dialWS(t, addr, "/ws?user=e", "Origin: http://"+addr), 403, "origin")
+	checkRefused(t, dialWS(t, addr, "/ws?user=e", "Origin: null"), 403, "origin")
+
+	h2 := newHarness(t, func(cfg *Config) { cfg.AllowedOrigins = []string{"*"} })
+	mustDial(t, h2.addr(), "/ws?user=a", "Origin: http://anything.example")
+
+	for _, tc := range []struct {
+		origin, host string
+		ok           bool
+	}{
+		{"http://example.com", "example.com", true},
+		{"http://example.com", "example.com:80", true},
+		{"https://example.com:443", "example.com", true},
+		{"https://example.com", "example.com:8443", false},
+		{"http://example.com:8080", "example.com:8080", true},
+		{"http://Example.COM:8080", "example.com:8080", true},
+		{"http://example.com.evil:8080", "example.com:8080", false},
+		{"garbage", "example.com", false},
+	} {
+		if got := originAllowed(tc.origin, tc.host, nil); got != tc.ok {
+			t.Errorf("originAllowed(%q, %q) = %v", tc.origin, tc.host, got)
+		}
+	}
+}
+
+func TestMaxConnections(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) { cfg.MaxConnections = 2 })
+	addr := h.addr()
+	mustDial(t, addr, "/ws?user=a")
+	c2 := mustDial(t, addr, "/ws?user=b")
+	c := dialWS(t, addr, "/ws?user=c")
+	checkRefused(t, c, 503, "max connections")
+	if c.resp.Header.Get("Retry-After") == "" {
+		t.Fatal("no Retry-After")
+	}
+	c2.nc.Close()
+	eventually(t, 2*time.Second, func() error {
+		if n := h.s.Conns(); n != 1 {
+			return fmt.Errorf("%d conns", n)
+		}
+		return nil
+	})
+	mustDial(t, addr, "/ws?user=c")
+}
+
+func TestMaxConnectionsPerIP(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) { cfg.MaxConnectionsPerIP = 1 })
+	mustDial(t, h.addr(), "/ws?user=a")
+	checkRefused(t, dialWS(t, h.addr(), "/ws?user=b"), 503, "per ip")
+}
+
+func TestHTTPHandlerSamePort(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) {
+		cfg.HTTPHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, body)
+		})
+	})
+	for _, tc := range []struct{ method, path, body, want string }{
+		{"GET", "/demo", "", "GET /demo "},
+		{"GET", "/wsx", "", "GET /wsx "},
+		{"POST", "/ws", "hello", "POST /ws hello"},
+	} {
+		req, _ := http.NewRequest(tc.method, "http://"+h.addr()+tc.path, strings.NewReader(tc.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != tc.want {
+			t.Errorf("%s %s: %q", tc.method, tc.path, b)
+		}
+	}
+	http.DefaultClient.CloseIdleConnections()
+	// And /ws still upgrades on the same port.
+	mustDial(t, h.addr(), "/ws?user=a")
+}
+
+func TestHandshakeTimeoutAndHeaderLimit(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) {
+		cfg.HandshakeTimeout = 200 * time.Millisecond
+		cfg.MaxHeaderBytes = 1024
+	})
+	// Slowloris: half a request, then nothing.
+	nc, err := net.Dial("tcp", h.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "GET /ws?user=a HTTP/1.1\r\nHost: x\r\n")
+	start := time.Now()
+	_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := nc.Read(make([]byte, 1)); err == nil {
+		t.Fatal("expected the server to close")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("closed after %v", d)
+	}
+	c := dialWS(t, h.addr(), "/ws?user=a", "X-Big: "+strings.Repeat("a", 2000))
+	checkRefused(t, c, 431, "too large")
+}
+
+func TestClientFrames(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) { cfg.MaxMessageBytes = 100 })
+	addr := h.addr()
+
+	c := mustDial(t, addr, "/ws?user=p")
+	c.send(t, ws.NewPingFrame([]byte("hi")))
+	f, err := c.readFrame(t, 3*time.Second)
+	if err != nil || f.Header.OpCode != ws.OpPong || string(f.Payload) != "hi" {
+		t.Fatalf("pong: %v %v %q", err, f.Header.OpCode, f.Payload)
+	}
+	c.send(t, ws.NewTextFrame([]byte("ignored")))
+	// Fragmented text within the limit is fine.
+	c.send(t, ws.NewFrame(ws.OpText, false, []byte("part1")))
+	c.send(t, ws.NewFrame(ws.OpContinuation, true, []byte("part2")))
+	c.send(t, ws.NewPingFrame([]byte("again")))
+	f, err = c.readFrame(t, 3*time.Second)
+	if err != nil || string(f.Payload) != "again" {
+		t.Fatalf("pong 2: %v %q", err, f.Payload)
+	}
+	c.send(t, ws.NewTextFrame(bytes.Repeat([]byte("x"), 101)))
+	c.expectClose(t, CloseTooBig)
+
+	c = mustDial(t, addr, "/ws?user=q")
+	c.send(t, ws.NewFrame(ws.OpText, false, bytes.Repeat([]byte("x"), 60)))
+	c.send(t, ws.NewFrame(ws.OpContinuation, true, bytes.Repeat([]byte("x"), 60)))
+	c.expectClose(t, CloseTooBig)
+
+	c = mustDial(t, addr, "/ws?user=r")
+	c.send(t, ws.NewBinaryFrame([]byte{1, 2}))
+	c.expectClose(t, CloseUnsupported)
+
+	c = mustDial(t, addr, "/ws?user=s")
+	ws.WriteFrame(c.nc, ws.NewTextFrame([]byte("unmasked")))
+	c.expectClose(t, CloseProtocolError)
+
+	c = mustDial(t, addr, "/ws?user=u")
+	c.send(t, ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye")))
+	c.expectClose(t, CloseNormal)
+	_ = c.nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.br.ReadByte(); err == nil {
+		t.Fatal("connection still open after close handshake")
+	}
+}
+
+func TestKeepalive(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) { cfg.PingInterval = 100 * time.Millisecond })
+	addr := h.addr()
+	live := mustDial(t, addr, "/ws?user=live")
+	dead := mustDial(t, addr, "/ws?user=dead")
+	// live answers pings; dead reads but never writes.
+	deadline := time.Now().Add(600 * time.Millisecond)
+	pings := 0
+	for time.Now().Before(deadline) {
+		f, err := live.readFrame(t, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Header.OpCode == ws.OpPing {
+			pings++
+			live.send(t, ws.NewPongFrame(f.Payload))
+		}
+	}
+	if pings < 3 {
+		t.Fatalf("%d pings in 600ms", pings)
+	}
+	_ = dead.nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, err := io.Copy(io.Discard, dead.br)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("silent peer not closed")
+	}
+	if h.s.Conns() != 1 {
+		t.Fatalf("conns %d", h.s.Conns())
+	}
+}
+
+type expiringAuth struct{ d time.Duration }
+
+func (e expiringAuth) Authenticate(r *AuthRequest) (Identity, error) {
+	id, err := NoneAuthenticator{}.Authenticate(r)
+	id.Expires = time.Now().Add(e.d)
+	return id, err
+}
+
+func TestTokenExpiryCloses1008(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) { cfg.Auth = expiringAuth{300 * time.Millisecond} })
+	c := mustDial(t, h.addr(), "/ws?user=a")
+	start := time.Now()
+	if r := c.expectClose(t, ClosePolicy); r != "token expired" {
+		t.Fatalf("reason %q", r)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Fatalf("closed too early: %v", d)
+	}
+}
+
+func TestCoreClose(t *testing.T) {
+	h := newHarness(t, nil)
+	c := mustDial(t, h.addr(), "/ws?user=a")
+	a := h.conn("a")
+	a.src.push(textFrame("before"))
+	a.req.Conn.Wake()
+	c.expectText(t, "before")
+	a.req.Conn.Close(CloseTryAgainLater, "fell out of the replay window")
+	if r := c.expectClose(t, CloseTryAgainLater); r != "fell out of the replay window" {
+		t.Fatalf("reason %q", r)
+	}
+	a.req.Conn.Wake() // after close: ignored, never blocks
+	eventually(t, 3*time.Second, func() error {
+		if a.src.closed.Load() != 1 {
+			return errors.New("Closed not called")
+		}
+		return nil
+	})
+}
+
+func TestStalledWriterClosedOthersContinue(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) { cfg.WriteTimeout = 300 * time.Millisecond })
+	addr := h.addr()
+	// The stalled client has a tiny receive buffer and never reads.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "GET /ws?user=slow HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	slow := h.conn("slow")
+	fast := mustDial(t, addr, "/ws?user=fast")
+	fa := h.conn("fast")
+
+	frame := textFrame(strings.Repeat("y", 60000))
+	const n = 200 // 12 MB: more than any socket buffer holds
+	for i := 0; i < n; i++ {
+		slow.src.push(frame)
+		fa.src.push(frame)
+	}
+	slow.req.Conn.Wake()
+	fa.req.Conn.Wake()
+	got := 0
+	for got < n {
+		f, err := fast.readFrame(t, 5*time.Second)
+		if err != nil {
+			t.Fatalf("fast client after %d frames: %v", got, err)
+		}
+		if f.Header.OpCode == ws.OpText {
+			got++
+		}
+	}
+	eventually(t, 5*time.Second, func() error {
+		if h.hooks.slow.Load() != 1 || slow.src.closed.Load() != 1 {
+			return fmt.Errorf("slow closes %d", h.hooks.slow.Load())
+		}
+		return nil
+	})
+	if fa.src.closed.Load() != 0 {
+		t.Fatal("fast client closed")
+	}
+}
+
+func TestDrain(t *testing.T) {
+	h := newHarness(t, nil)
+	c1 := mustDial(t, h.addr(), "/ws?user=a")
+	c2 := mustDial(t, h.addr(), "/ws?user=b")
+	a, b := h.conn("a"), h.conn("b")
+	a.src.push(textFrame("last words"))
+	b.src.push(textFrame("b1"), textFrame("b2"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.s.Drain(ctx) }()
+	c1.expectText(t, "last words")
+	c1.expectClose(t, CloseGoingAway)
+	c2.expectText(t, "b1")
+	c2.expectText(t, "b2")
+	c2.expectClose(t, CloseGoingAway)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Drain did not return")
+	}
+	checkRefused(t, dialWS(t, h.addr(), "/ws?user=c"), 503, "draining")
+}
+
+func TestDrainDeadlineKillsStalled(t *testing.T) {
+	h := newHarness(t, nil)
+	c := mustDial(t, h.addr(), "/ws?user=a")
+	_ = c
+	a := h.conn("a")
+	frame := textFrame(strings.Repeat("z", 60000))
+	for i := 0; i < 300; i++ {
+		a.src.push(frame)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := h.s.Drain(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Drain: %v", err)
+	}
+	eventually(t, 2*time.Second, func() error {
+		if n := h.s.Conns(); n != 0 {
+			return fmt.Errorf("%d conns", n)
+		}
+		return nil
+	})
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		mod  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.MaxConnections = -1 }, "max_connections: must be > 0"},
+		{func(c *Config) { c.WriteTimeout = -1 }, "write_timeout: must be > 0"},
+		{func(c *Config) { c.AllowedOrigins = []string{"app.example"} }, "allowed_origins"},
+		{func(c *Config) { c.Auth = nil }, "auth"},
+		{func(c *Config) { c.MaxConnectionsPerIP = -2 }, "max_connections_per_ip"},
+	} {
+		cfg := Config{Listen: "127.0.0.1:0", Auth: NewNoneAuthenticator(), Accept: func(*Request) (Source, error) { return nil, nil }}
+		tc.mod(&cfg)
+		_, err := New(cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("got %v, want %q", err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package wspool
+
+import (
+	"container/heap"
+	"sync"
+	"time"
+)
+
+// timers is the one timer heap of the pool: every connection has at most one
+// entry, due at its next check (ping, token expiry, write timeout, silence,
+// close grace). The loop pops due connections and lets Conn.onTimer decide;
+// it never touches a socket, it only sets state bits and reschedules.
+//
+// Lock order: timers.mu is a leaf; nothing is called with it held.
+type timers struct {
+	mu   sync.Mutex
+	h    timerHeap // guarded by mu
+	kick chan struct{}
+}
+
+type timerHeap []*Conn
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].tDue < h[j].tDue }
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].tIdx = int32(i)
+	h[j].tIdx = int32(j)
+}
+func (h *timerHeap) Push(x any) {
+	c := x.(*Conn)
+	c.tIdx = int32(len(*h))
+	*h = append(*h, c)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	c.tIdx = -1
+	return c
+}
+
+func newTimers() *timers { return &timers{kick: make(chan struct{}, 1)} }
+
+// set schedules c's check at due (unix nanoseconds). With earlierOnly, an
+// existing earlier check is kept.
+func (t *timers) set(c *Conn, due int64, earlierOnly bool) {
+	t.mu.Lock()
+	first := false
+	switch {
+	case c.tIdx < 0:
+		c.tDue = due
+		heap.Push(&t.h, c)
+		first = c.tIdx == 0
+	case earlierOnly && c.tDue <= due:
+	default:
+		c.tDue = due
+		heap.Fix(&t.h, int(c.tIdx))
+		first = c.tIdx == 0
+	}
+	t.mu.Unlock()
+	if first {
+		select {
+		case t.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (t *timers) remove(c *Conn) {
+	t.mu.Lock()
+	if c.tIdx >= 0 {
+		heap.Remove(&t.h, int(c.tIdx))
+	}
+	t.mu.Unlock()
+}
+
+// run fires due checks until done is closed.
+func (t *timers) run(done <-chan struct{}) {
+	tm := time.NewTimer(time.Hour)
+	defer tm.Stop()
+	batch := make([]*Conn, 0, 256)
+	for {
+		now := time.Now().UnixNano()
+		t.mu.Lock()
+		for len(t.h) > 0 && t.h[0].tDue <= now && len(batch) < cap(batch) {
+			batch = append(batch, heap.Pop(&t.h).(*Conn))
+		}
+		wait := time.Hour
+		if len(t.h) > 0 {
+			wait = time.Duration(t.h[0].tDue - now)
+		}
+		t.mu.Unlock()
+		for i, c := range batch {
+			c.onTimer(now)
+			batch[i] = nil
+		}
+		if len(batch) == cap(batch) {
+			batch = batch[:0]
+			continue
+		}
+		batch = batch[:0]
+		tm.Reset(max(wait, 0))
+		select {
+		case <-done:
+			return
+		case <-t.kick:
+		case <-tm.C:
+		}
+	}
+}
