@@ -118,6 +118,7 @@ func newHarness(t *testing.T, mod func(*Config)) *harness {
 			return a.src, nil
 		},
 		HandshakeTimeout: 2 * time.Second,
+		CloseGrace:       200 * time.Millisecond,
 	}
 	if mod != nil {
 		mod(&cfg)
