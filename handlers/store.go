@@ -1,0 +1,87 @@
+package handlers
+
+import (
+	"context"
+
+	"github.com/notifybridge/notifybridge/bridge"
+	"github.com/notifybridge/notifybridge/transport/streams"
+	"github.com/redis/go-redis/v9"
+)
+
+// Store is bridge.Store over a streams.Reader: every event it returns went
+// through DecodeEntry, exactly as in ingest; entries that do not decode are
+// skipped (ingest dead-letters them) but still count for last.
+type Store struct {
+	r   *streams.Reader
+	lim bridge.Limits
+}
+
+var _ bridge.Store = (*Store)(nil)
+
+// NewStore returns a Store reading through r with the entry limits lim.
+func NewStore(r *streams.Reader, lim bridge.Limits) *Store { return &Store{r: r, lim: lim} }
+
+// Range implements bridge.Store.
+func (s *Store) Range(ctx context.Context, from bridge.ID, count int) ([]*bridge.Event, bridge.ID, error) {
+	msgs, err := s.r.Range(ctx, from.String(), int64(count))
+	if err != nil {
+		return nil, bridge.ID{}, err
+	}
+	return s.decode(msgs)
+}
+
+// RevRange implements bridge.Store.
+func (s *Store) RevRange(ctx context.Context, before bridge.ID, count int) ([]*bridge.Event, bridge.ID, error) {
+	msgs, err := s.r.RevRange(ctx, before.String(), int64(count))
+	if err != nil {
+		return nil, bridge.ID{}, err
+	}
+	return s.decode(msgs)
+}
+
+func (s *Store) decode(msgs []redis.XMessage) ([]*bridge.Event, bridge.ID, error) {
+	var last bridge.ID
+	events := make([]*bridge.Event, 0, len(msgs))
+	fields := make(map[string]string)
+	for _, m := range msgs {
+		id, err := bridge.ParseID(m.ID)
+		if err != nil {
+			continue // Redis writes every id; never happens
+		}
+		last = id
+		clear(fields)
+		for k, v := range m.Values {
+			if str, ok := v.(string); ok {
+				fields[k] = str
+			}
+		}
+		// DecodeEntry keeps no reference to fields: the map is reused.
+		if ev, err := DecodeEntry(id, fields, s.lim); err == nil {
+			events = append(events, ev)
+		}
+	}
+	return events, last, nil
+}
+
+// Info implements bridge.Store.
+func (s *Store) Info(ctx context.Context) (bridge.StreamInfo, error) {
+	in, err := s.r.Info(ctx)
+	if err != nil || !in.Exists {
+		return bridge.StreamInfo{}, err
+	}
+	out := bridge.StreamInfo{Exists: true, Length: in.Length, MaxDeletedKnown: in.MaxDeletedKnown}
+	for _, p := range []struct {
+		text string
+		dst  *bridge.ID
+	}{{in.FirstID, &out.FirstID}, {in.LastGeneratedID, &out.LastGeneratedID}, {in.MaxDeletedID, &out.MaxDeletedID}} {
+		if p.text == "" {
+			continue
+		}
+		id, err := bridge.ParseID(p.text)
+		if err != nil {
+			return bridge.StreamInfo{}, err
+		}
+		*p.dst = id
+	}
+	return out, nil
+}
