@@ -82,9 +82,9 @@ func (w *window) ids() []string {
 }
 
 type ingest struct {
-	c   *redis.Client
-	sub *streams.Subscriber
-	r   *message.Router
+	c    *redis.Client
+	sub  *streams.Subscriber
+	r    *message.Router
 	run  chan error
 	once sync.Once
 }

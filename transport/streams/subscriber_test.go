@@ -164,7 +164,10 @@ func TestSubscriberPendingRereadAfterRestart(t *testing.T) {
 		t.Fatalf("pending after close: %v, want to start at %s", pend, ids[3])
 	}
 
-	cfg.StartID = func(context.Context) (string, error) { t.Error("StartID called for an existing group"); return "0", nil }
+	cfg.StartID = func(context.Context) (string, error) {
+		t.Error("StartID called for an existing group")
+		return "0", nil
+	}
 	sub2 := newSub(t, c, cfg)
 	ch2, err := sub2.Subscribe(ctxT(t), "s")
 	if err != nil {
