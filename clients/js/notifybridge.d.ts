@@ -1,0 +1,90 @@
+// Types for notifybridge.js. Kept by hand next to the JSDoc in the module;
+// test/types.test.js checks that every export is declared here.
+
+export interface NotifyEvent<T = unknown> {
+  /** Redis stream entry id, `<ms>-<seq>`. */
+  id: string;
+  /** Event type, for example `alarm.fiber_break`. */
+  type: string;
+  /** The producer's JSON value, parsed. */
+  data: T;
+}
+
+export interface Gap {
+  /** The id the client resumed from. */
+  requested: string;
+  /** The oldest id the bridge could still deliver; events between the two may be lost. */
+  oldest: string;
+}
+
+export interface CaughtUp {
+  /** Newest stream id the client is now up to date with. */
+  last: string;
+}
+
+export type ConnectionState = 'connecting' | 'replaying' | 'live' | 'reconnecting' | 'closed';
+
+export interface StateDetail {
+  /** Close code of the connection that ended, when there was one. */
+  code?: number;
+  /** Close reason, or why the SDK stopped. */
+  reason?: string;
+  /** Milliseconds until the next attempt (state `reconnecting`). */
+  delay?: number;
+  /** Consecutive failed attempts so far. */
+  attempt?: number;
+  /** Whether the connection that ended had completed its handshake. */
+  opened?: boolean;
+}
+
+export interface ConnectOptions {
+  /** WebSocket endpoint, e.g. `wss://bridge.example/ws`; `http(s)://` and relative URLs are accepted. */
+  url: string;
+  /** JWT for auth=jwt, sent as `?token=`. */
+  token?: string;
+  /** User id for auth=none (development only). */
+  user?: string;
+  /** Groups for auth=none (development only). */
+  groups?: string[] | string;
+  /** Type filter, e.g. `['alarm.*', 'test.done']`. */
+  types?: string[] | string;
+  /** Resume after this id (overrides what storage holds). */
+  lastEventId?: string;
+  /** First connection only, when no id is known: replay from this time (RFC 3339 or unix ms). */
+  since?: string | number;
+  /** Persist the newest id under this key. */
+  storageKey?: string;
+  /** Where storageKey lives; defaults to `globalThis.localStorage`. */
+  storage?: Pick<Storage, 'getItem' | 'setItem'>;
+  /** Returns a fresh token after close 1008 or when the current token's `exp` has passed. */
+  onTokenExpired?: () => string | Promise<string>;
+  /** WebSocket constructor; defaults to the global one (pass the `ws` package in Node). */
+  WebSocket?: unknown;
+  /** First reconnect delay in ms (default 500). */
+  minDelay?: number;
+  /** Cap of the reconnect delay in ms (default 30000). */
+  maxDelay?: number;
+  /** Jitter source in [0, 1) (default Math.random). */
+  random?: () => number;
+}
+
+export declare class Connection {
+  constructor(options: ConnectOptions);
+  /** Newest stream id this connection has been sent. */
+  readonly lastEventId: string | undefined;
+  readonly state: ConnectionState;
+  on(name: 'event', fn: (event: NotifyEvent) => void): () => void;
+  on(name: 'gap', fn: (gap: Gap) => void): () => void;
+  on(name: 'caught_up', fn: (caughtUp: CaughtUp) => void): () => void;
+  on(name: 'state', fn: (state: ConnectionState, detail: StateDetail) => void): () => void;
+  /** Closes for good; no reconnect follows. */
+  close(): void;
+}
+
+export declare function connect(options: ConnectOptions): Connection;
+/** Numeric comparison of two `<ms>-<seq>` ids. */
+export declare function compareIds(a: string, b: string): -1 | 0 | 1;
+export declare function isId(id: unknown): id is string;
+export declare function backoffDelay(attempt: number, minDelay: number, maxDelay: number, random: () => number): number;
+/** `exp` (seconds since epoch) of a JWT, or undefined. */
+export declare function tokenExpiry(token: string): number | undefined;
