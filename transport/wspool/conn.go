@@ -299,22 +299,28 @@ func (c *Conn) readFrames(w *worker, now int64) bool {
 		if c.closing || c.closeReq.Load() != nil {
 			continue // discard: we are closing
 		}
-		data := w.rbuf[:n]
-		if len(c.partial) > 0 {
-			c.partial = append(c.partial, data...)
-			data = c.partial
-		}
-		used := c.handleFrames(data, c.s.cfg.MaxMessageBytes)
-		if rest := data[used:]; len(rest) > 0 && c.closeReq.Load() == nil {
-			p := make([]byte, len(rest), max(len(rest), 256))
-			copy(p, rest)
-			c.partial = p
-		} else {
-			c.partial = nil
-		}
+		c.consume(w.rbuf[:n], c.s.cfg.MaxMessageBytes)
 	}
 	c.state.Or(stRead) // edge-triggered: come back for the rest
 	return true
+}
+
+// consume handles newly read bytes after any partial frame kept from the
+// last read; the incomplete tail is copied (the read buffer belongs to the
+// worker) and kept until the next read.
+func (c *Conn) consume(data []byte, maxMsg int) {
+	if len(c.partial) > 0 {
+		c.partial = append(c.partial, data...)
+		data = c.partial
+	}
+	used := c.handleFrames(data, maxMsg)
+	if rest := data[used:]; len(rest) > 0 && c.closeReq.Load() == nil {
+		p := make([]byte, len(rest), max(len(rest), 256))
+		copy(p, rest)
+		c.partial = p
+	} else {
+		c.partial = nil
+	}
 }
 
 // handleFrames consumes the complete client frames at the start of data and
@@ -359,6 +365,7 @@ func (c *Conn) handleFrames(data []byte, maxMsg int) int {
 			c.closeReq.CompareAndSwap(nil, &closeReq{code: code, reason: why})
 		case opText, opCont:
 			// Client text is not needed by the contract: ignored.
+			c.msgLen = c.msgLenBefore(h) + int(h.plen)
 			c.inMsg = !h.fin
 			if h.fin {
 				c.msgLen = 0
@@ -369,8 +376,17 @@ func (c *Conn) handleFrames(data []byte, maxMsg int) int {
 	return len(data)
 }
 
-// checkFrame applies RFC 6455 and our limits to a header; it returns a
-// close code and reason, or 0.
+// msgLenBefore is the size of the message h continues.
+func (c *Conn) msgLenBefore(h frameHeader) int {
+	if h.op == opCont {
+		return c.msgLen
+	}
+	return 0
+}
+
+// checkFrame applies RFC 6455 and our limits to a header without changing
+// any state (the header is parsed again when more bytes arrive); it returns
+// a close code and reason, or 0.
 func (c *Conn) checkFrame(h frameHeader, maxMsg int) (int, string) {
 	switch {
 	case h.rsv != 0:
@@ -390,7 +406,6 @@ func (c *Conn) checkFrame(h frameHeader, maxMsg int) (int, string) {
 		if c.inMsg {
 			return CloseProtocolError, "text frame inside a fragmented message"
 		}
-		c.msgLen = 0
 	case opCont:
 		if !c.inMsg {
 			return CloseProtocolError, "continuation without a message"
@@ -398,10 +413,11 @@ func (c *Conn) checkFrame(h frameHeader, maxMsg int) (int, string) {
 	default:
 		return CloseProtocolError, "unknown opcode"
 	}
-	if h.plen > uint64(maxMsg-c.msgLen) {
+	// Checked on the header alone, so an oversize frame is refused before
+	// its payload is read.
+	if h.plen > uint64(maxMsg-c.msgLenBefore(h)) {
 		return CloseTooBig, "message too big"
 	}
-	c.msgLen += int(h.plen)
 	return 0, ""
 }
 

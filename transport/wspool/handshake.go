@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -80,7 +81,7 @@ var errHeaderTooLarge = errors.New("request header too large")
 // readRequestHead reads until the request line tells whether this is
 // GET /ws and, if it is, until the end of the header. It returns the bytes
 // read, and for /ws the end of the header.
-func readRequestHead(nc net.Conn, buf []byte) (n int, isWS bool, hdrEnd int, err error) {
+func readRequestHead(nc io.Reader, buf []byte) (n int, isWS bool, hdrEnd int, err error) {
 	lineDone := false
 	for {
 		if !lineDone {
@@ -284,10 +285,7 @@ func (s *Server) checkIdentity(id *Identity) error {
 func (s *Server) register(c *Conn, nc net.Conn, extra []byte) bool {
 	if len(extra) > 0 {
 		// The client sent frames before it saw our 101.
-		used := c.handleFrames(extra, s.cfg.MaxMessageBytes)
-		if rest := extra[used:]; len(rest) > 0 && c.closeReq.Load() == nil {
-			c.partial = bytes.Clone(rest)
-		}
+		c.consume(extra, s.cfg.MaxMessageBytes)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	sc, ok := nc.(syscall.Conn)
@@ -332,11 +330,17 @@ func (s *Server) register(c *Conn, nc net.Conn, extra []byte) bool {
 // response straight to the connection.
 type rw struct {
 	*bytes.Reader
-	net.Conn
+	Conn net.Conn
+	w    io.Writer // tests only; nil writes to Conn
 }
 
-func (r rw) Read(p []byte) (int, error)  { return r.Reader.Read(p) }
-func (r rw) Write(p []byte) (int, error) { return r.Conn.Write(p) }
+func (r rw) Read(p []byte) (int, error) { return r.Reader.Read(p) }
+func (r rw) Write(p []byte) (int, error) {
+	if r.w != nil {
+		return r.w.Write(p)
+	}
+	return r.Conn.Write(p)
+}
 
 func remoteIP(nc net.Conn) string {
 	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {

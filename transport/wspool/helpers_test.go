@@ -65,9 +65,9 @@ func (s *testSource) push(frames ...[]byte) {
 
 type countHooks struct {
 	opened, closed, refused, frames, bytes, writeErrs, slow atomic.Int64
-	mu                                                     sync.Mutex
-	codes                                                  []int
-	reasons                                                []string
+	mu                                                      sync.Mutex
+	codes                                                   []int
+	reasons                                                 []string
 }
 
 func (h *countHooks) ConnOpened() { h.opened.Add(1) }
