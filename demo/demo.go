@@ -1,0 +1,151 @@
+// Package demo serves the fibre-monitoring alarm board: the use case
+// notifybridge was written for, as a page that runs against a bridge with no
+// other setup. It is a development aid: POST /demo/publish appends events
+// without any credentials, so the bridge mounts it only with auth=none.
+//
+// The page is plain HTML/CSS/JS and imports the browser SDK. static/
+// notifybridge.js is a byte-for-byte copy of clients/js/notifybridge.js
+// (go:embed cannot reach outside the package); TestSDKCopyInSync fails when
+// the two differ, and the fix is
+//
+//	cp clients/js/notifybridge.js demo/static/notifybridge.js
+package demo
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"net/http"
+	"strings"
+
+	"github.com/notifybridge/notifybridge/bridge"
+)
+
+//go:embed static
+var static embed.FS
+
+// PublishFunc appends one event by contract §1 and returns its stream id.
+// Errors that wrap bridge.ErrBadEntry are the caller's fault (HTTP 400).
+type PublishFunc func(ctx context.Context, to, typ, data string) (id string, err error)
+
+// maxPublishBody bounds a /demo/publish request: the event data is limited by
+// max_event_bytes (64 KiB by default) and the JSON envelope escapes it, so
+// 1 MiB leaves room without letting a client make the server buffer more.
+const maxPublishBody = 1 << 20
+
+// Handler serves GET /demo (the page), GET /demo/<asset> and POST
+// /demo/publish ({"to","type","data"} → {"id"}). Mount it on "/demo" and
+// "/demo/" of the listen address.
+func Handler(publish PublishFunc) http.Handler {
+	sub, err := fs.Sub(static, "static")
+	if err != nil {
+		panic(err) // The embed pattern guarantees the directory exists.
+	}
+	assets := http.StripPrefix("/demo/", http.FileServerFS(sub))
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /demo", func(w http.ResponseWriter, r *http.Request) {
+		page(w, r, sub)
+	})
+	mux.HandleFunc("GET /demo/{$}", func(w http.ResponseWriter, r *http.Request) {
+		page(w, r, sub)
+	})
+	mux.HandleFunc("GET /demo/", func(w http.ResponseWriter, r *http.Request) {
+		securityHeaders(w)
+		// The page imports the SDK by URL; let a reload pick up a new binary.
+		w.Header().Set("Cache-Control", "no-cache")
+		assets.ServeHTTP(w, r)
+	})
+	mux.HandleFunc("POST /demo/publish", func(w http.ResponseWriter, r *http.Request) {
+		publishHandler(w, r, publish)
+	})
+	return mux
+}
+
+func securityHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+}
+
+func page(w http.ResponseWriter, r *http.Request, sub fs.FS) {
+	body, err := fs.ReadFile(sub, "index.html")
+	if err != nil {
+		http.Error(w, "demo page missing from the build", http.StatusInternalServerError)
+		return
+	}
+	securityHeaders(w)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache")
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(body)
+}
+
+type publishRequest struct {
+	To   string `json:"to"`
+	Type string `json:"type"`
+	// Data is the event's JSON value. It is taken as raw JSON so that what the
+	// form sends is what subscribers receive, byte for byte.
+	Data json.RawMessage `json:"data"`
+}
+
+func publishHandler(w http.ResponseWriter, r *http.Request, publish PublishFunc) {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		oneLine(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPublishBody))
+	dec.DisallowUnknownFields()
+	var req publishRequest
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			oneLine(w, http.StatusRequestEntityTooLarge, "request body is larger than 1 MiB")
+			return
+		}
+		oneLine(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+		return
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		oneLine(w, http.StatusBadRequest, "invalid JSON body: more than one value")
+		return
+	}
+	if req.To == "" {
+		oneLine(w, http.StatusBadRequest, `"to" is required (user:<id>, group:<name> or *)`)
+		return
+	}
+	if len(req.Data) == 0 {
+		oneLine(w, http.StatusBadRequest, `"data" is required (any JSON value)`)
+		return
+	}
+	id, err := publish(r.Context(), req.To, req.Type, string(req.Data))
+	switch {
+	case errors.Is(err, bridge.ErrBadEntry):
+		oneLine(w, http.StatusBadRequest, err.Error())
+		return
+	case err != nil:
+		// Redis is down or slow: not the caller's fault, and worth retrying.
+		oneLine(w, http.StatusBadGateway, "publish failed: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(struct {
+		ID string `json:"id"`
+	}{id})
+}
+
+// oneLine writes a refusal as a single plain-text line, like every other
+// refusal of the bridge.
+func oneLine(w http.ResponseWriter, code int, msg string) {
+	msg = strings.Join(strings.Fields(msg), " ")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg+"\n")
+}
