@@ -1,0 +1,154 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Config tunes a Hub. NewHub fills zero fields with defaults and validates.
+type Config struct {
+	// WindowBytes bounds the replay window: event frames plus index (setting
+	// replay_window, default 64 MiB).
+	WindowBytes int64
+	// MaxGroups bounds the groups of one connection (max_groups, default 100).
+	MaxGroups int
+	// CursorInterval is the silence after which a connection is sent a cursor
+	// frame (cursor_interval, default 30 s).
+	CursorInterval time.Duration
+	// BackfillPage is the XRANGE page size of resumes older than the window
+	// (backfill_page, default 512 entries).
+	BackfillPage int
+	// BackfillBytes bounds the shared cache of backfill pages (backfill_cache,
+	// default 16 MiB); see docs/design.md for what pages in use add.
+	BackfillBytes int64
+	// BackfillWorkers bounds concurrent backfill reads (backfill_workers,
+	// default 4).
+	BackfillWorkers int
+	// Logger receives the Hub's logs; nil means zap.NewNop().
+	Logger *zap.Logger
+	// Hooks receive the Hub's observations; nil means none.
+	Hooks Hooks
+}
+
+// Defaults of Config.
+const (
+	DefaultWindowBytes     = 64 << 20
+	DefaultMaxGroups       = 100
+	DefaultCursorInterval  = 30 * time.Second
+	DefaultBackfillPage    = 512
+	DefaultBackfillBytes   = 16 << 20
+	DefaultBackfillWorkers = 4
+)
+
+func (c *Config) setDefaults() {
+	if c.WindowBytes == 0 {
+		c.WindowBytes = DefaultWindowBytes
+	}
+	if c.MaxGroups == 0 {
+		c.MaxGroups = DefaultMaxGroups
+	}
+	if c.CursorInterval == 0 {
+		c.CursorInterval = DefaultCursorInterval
+	}
+	if c.BackfillPage == 0 {
+		c.BackfillPage = DefaultBackfillPage
+	}
+	if c.BackfillBytes == 0 {
+		c.BackfillBytes = DefaultBackfillBytes
+	}
+	if c.BackfillWorkers == 0 {
+		c.BackfillWorkers = DefaultBackfillWorkers
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.Hooks == nil {
+		c.Hooks = NopHooks{}
+	}
+}
+
+// Validate names the first bad setting as users write it.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.WindowBytes <= 0 {
+		errs = append(errs, errors.New("replay_window: must be > 0"))
+	}
+	if c.MaxGroups <= 0 {
+		errs = append(errs, errors.New("max_groups: must be > 0"))
+	}
+	if c.CursorInterval <= 0 {
+		errs = append(errs, errors.New("cursor_interval: must be > 0"))
+	}
+	if c.BackfillPage <= 0 {
+		errs = append(errs, errors.New("backfill_page: must be > 0"))
+	}
+	if c.BackfillBytes <= 0 {
+		errs = append(errs, errors.New("backfill_cache: must be > 0"))
+	}
+	if c.BackfillWorkers <= 0 {
+		errs = append(errs, errors.New("backfill_workers: must be > 0"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("bridge: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// ResumeSource says where a new connection's replay comes from.
+type ResumeSource uint8
+
+const (
+	ResumeFromLive   ResumeSource = iota + 1 // no resume parameter
+	ResumeFromWindow                         // inside the replay window: no Redis read
+	ResumeFromStore                          // older than the window: paged from Redis
+)
+
+func (s ResumeSource) String() string {
+	switch s {
+	case ResumeFromLive:
+		return "live"
+	case ResumeFromWindow:
+		return "window"
+	case ResumeFromStore:
+		return "redis"
+	}
+	return "unknown"
+}
+
+// Hooks receive the Hub's observations; the operations layer turns them into
+// metrics. Every method must be cheap, non-blocking and safe for concurrent
+// use; several are called under the window lock.
+type Hooks interface {
+	// Appended counts an event entering the window.
+	Appended()
+	// Evicted counts events leaving the window from its old end.
+	Evicted(n int)
+	// WindowSize reports the window after a change.
+	WindowSize(events int, bytes int64)
+	// Resumed counts a new connection by where its replay comes from.
+	Resumed(from ResumeSource)
+	// BackfillRead counts a page read from Redis for resumes (shared).
+	BackfillRead(entries int)
+	// Gap counts a gap frame sent.
+	Gap()
+	// SlowClosed counts a connection closed with 1013; cause is a fixed word.
+	SlowClosed(cause string)
+	// Lag observes, for the first live event of a pull, how far its id time
+	// lies behind the wall clock.
+	Lag(d time.Duration)
+}
+
+// NopHooks observes nothing.
+type NopHooks struct{}
+
+func (NopHooks) Appended()             {}
+func (NopHooks) Evicted(int)           {}
+func (NopHooks) WindowSize(int, int64) {}
+func (NopHooks) Resumed(ResumeSource)  {}
+func (NopHooks) BackfillRead(int)      {}
+func (NopHooks) Gap()                  {}
+func (NopHooks) SlowClosed(string)     {}
+func (NopHooks) Lag(time.Duration)     {}

@@ -1,0 +1,426 @@
+package bridge
+
+import (
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// CloseTryAgainLater is the WebSocket close code for a connection that fell
+// out of the replay window (contract §2): it resumes to catch up.
+const CloseTryAgainLater = 1013
+
+// Close reasons of CloseTryAgainLater; one line each, sent in the close frame.
+const (
+	reasonEvicted = "fell behind: events it still needed left the replay window; resume to catch up"
+	reasonReplay  = "replay from Redis failed; resume later"
+	reasonTrimmed = "history was trimmed during replay; resume to see the gap"
+	causeEvicted  = "evicted"
+	causeReplay   = "replay_failed"
+	causeTrimmed  = "replay_trimmed"
+)
+
+type cursorMode uint8
+
+const (
+	modeWindow   cursorMode = iota // reading the window's recipient lists
+	modeBackfill                   // reading pages from Redis until the window covers pos
+	modeDone                       // closed for falling behind, or the Hub closed
+)
+
+// Cursor is one connection's place in the stream. It implements the pool's
+// Source: the drainer calls Pull for ready frames, Closed when the connection
+// is gone. There is no frame queue; an idle connection costs this struct, one
+// slot per recipient list and its registry entries.
+//
+// The fields below "owned by the drainer" are touched only by Pull (never
+// concurrent with itself) and, before the first Pull can run, by Accept under
+// window.mu; list contents they index are guarded by window.mu.
+type Cursor struct {
+	hub    *Hub
+	peer   Peer
+	user   string
+	groups []string // sorted, unique
+	types  TypeFilter
+	lists  []*plist // user, groups, broadcast; referenced until Closed; immutable
+
+	// Owned by the drainer.
+	mode         cursorMode
+	pos          ID       // every event with an id <= pos was examined, and sent if due
+	next         []uint64 // per list, absolute index of the first entry not examined
+	catchUpAt    ID       // this node's head at connect
+	caughtUpLast ID
+	caughtUp     bool
+	gapFrame     []byte
+	gapReported  bool
+	skipBelow    ID // after a gap: ids older than the gap's oldest are not sent
+	page         *page
+	pageAt       int
+	lastReported ID // newest id a frame sent carried
+
+	// Shared with the ticker.
+	wantCursor atomic.Bool
+	reported   atomic.Uint64 // Hub.appends when the client last learned pos
+	quietSince atomic.Int64  // unix nanoseconds of the last frame
+
+	closed atomic.Bool
+}
+
+// Pull appends the frames ready for the connection: a gap frame first when
+// history was lost, then events in id order (each once, shared frames),
+// caught_up once the events up to the head at connect are sent, and a cursor
+// frame after cursor_interval of silence. It stops once about maxBytes were
+// added (at least one frame when any is ready). While a Redis page is being
+// read it returns nothing more; the peer is woken when the page arrives.
+func (c *Cursor) Pull(bufs [][]byte, maxBytes int) [][]byte {
+	if c.mode == modeDone || c.closed.Load() || c.hub.closed.Load() {
+		return bufs
+	}
+	start, size := len(bufs), 0
+	if c.gapFrame != nil {
+		bufs = append(bufs, c.gapFrame)
+		size += len(c.gapFrame)
+		c.gapFrame = nil
+	}
+	w := c.hub.w
+	locked := false
+	for c.mode == modeBackfill {
+		if size >= maxBytes && len(bufs) > start {
+			return c.finish(bufs, start)
+		}
+		p := c.page
+		if p == nil {
+			p = c.hub.bf.request(c, c.pos)
+			c.page, c.pageAt = p, 0
+		}
+		if !p.ready.Load() {
+			return c.finish(bufs, start)
+		}
+		if p.err != nil {
+			c.fail(causeReplay, reasonReplay)
+			return c.finish(bufs, start)
+		}
+		if !p.last.IsZero() && !p.covers(c.pos) {
+			c.page = nil // joined a read that ended before pos
+			continue
+		}
+		w.mu.RLock()
+		switch c.consumePageLocked(w, p, &bufs, &size, start, maxBytes) {
+		case actSwitched:
+			locked = true
+		case actFull:
+			w.mu.RUnlock()
+			return c.finish(bufs, start)
+		case actNextPage:
+			w.mu.RUnlock()
+			c.page = nil
+		case actLost:
+			w.mu.RUnlock()
+			c.fail(causeTrimmed, reasonTrimmed)
+			return c.finish(bufs, start)
+		}
+	}
+	if !locked {
+		w.mu.RLock()
+	}
+	for i, l := range c.lists {
+		if c.next[i] < l.base {
+			if c.pos.Less(l.evicted) {
+				w.mu.RUnlock()
+				c.fail(causeEvicted, reasonEvicted)
+				return c.finish(bufs, start)
+			}
+			c.next[i] = l.base // what left was not newer than pos
+		}
+	}
+	liveFrom := len(bufs)
+	wasCaughtUp := c.caughtUp
+	exhausted := false
+	for {
+		// Merge the lists: the smallest next id; an event in several lists
+		// (user and group, or named twice) is the same *Event, advanced once.
+		var ev *Event
+		for i, l := range c.lists {
+			if c.next[i] < l.end() {
+				if e := w.eventLocked(l.at(c.next[i])); ev == nil || e.ID.Less(ev.ID) {
+					ev = e
+				}
+			}
+		}
+		if ev == nil {
+			exhausted = true
+			break
+		}
+		if size >= maxBytes && len(bufs) > start {
+			break
+		}
+		for i, l := range c.lists {
+			if c.next[i] < l.end() && w.eventLocked(l.at(c.next[i])) == ev {
+				c.next[i]++
+			}
+		}
+		if !c.pos.Less(ev.ID) {
+			continue // the cursor came from a node further along
+		}
+		bufs = c.deliver(bufs, ev, &size)
+	}
+	if exhausted {
+		if c.pos.Less(w.head) {
+			c.pos = w.head
+		}
+		if !c.caughtUp {
+			bufs = c.appendCaughtUp(bufs, &size)
+		}
+	}
+	w.mu.RUnlock()
+
+	if wasCaughtUp && len(bufs) > liveFrom {
+		c.observeLag(bufs[liveFrom:])
+	}
+	if c.wantCursor.Swap(false) && exhausted && len(bufs) == start && c.lastReported.Less(c.pos) {
+		bufs = append(bufs, controlFrame1("cursor", "last", c.pos))
+		c.lastReported = c.pos
+	}
+	if exhausted && c.lastReported == c.pos {
+		c.reported.Store(c.hub.appends.Load())
+	}
+	return c.finish(bufs, start)
+}
+
+type pageAction uint8
+
+const (
+	actSwitched pageAction = iota // now in window mode; window.mu still held
+	actFull                       // maxBytes reached
+	actNextPage                   // page used up, the window does not reach pos yet
+	actLost                       // Redis has nothing more, yet the window does not reach pos
+)
+
+// consumePageLocked sends from a ready page what is due after pos, and
+// switches to the window as soon as the window holds everything from there
+// (its complete id is at or past pos, or the page reached an id the window
+// holds). Called with window.mu read-locked.
+func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int, start, maxBytes int) pageAction {
+	complete := w.complete
+	need := c.pos.Next()
+	if need.Less(c.skipBelow) {
+		need = c.skipBelow
+	}
+	if c.pageAt == 0 && !p.deleted.Less(need) && !complete.Less(need) {
+		// Entries the cursor needs may have been trimmed before the page was
+		// read, and the window does not hold them: say so by closing rather
+		// than skip them silently; the resume then gets a gap frame.
+		return actLost
+	}
+	for c.pageAt < len(p.events) {
+		e := p.events[c.pageAt]
+		if !c.pos.Less(e.ID) {
+			c.pageAt++
+			continue
+		}
+		if complete.Less(e.ID) {
+			// The page is contiguous: nothing in the stream lies between pos
+			// and e but what was consumed, so the window serves from here.
+			return c.switchLocked(w)
+		}
+		if *size >= maxBytes && len(*bufs) > start {
+			return actFull
+		}
+		c.pageAt++
+		if e.ID.Less(c.skipBelow) || !c.addressed(e) {
+			c.pos = e.ID
+			continue
+		}
+		*bufs = c.deliver(*bufs, e, size)
+	}
+	if complete.Less(p.last) {
+		// The window holds everything after complete, also what was trimmed
+		// from the stream since: do not step over it.
+		return c.switchLocked(w)
+	}
+	if c.pos.Less(p.last) {
+		c.pos = p.last
+	}
+	if !c.pos.Less(complete) {
+		return c.switchLocked(w)
+	}
+	if p.last.IsZero() {
+		// Redis holds nothing after pos; what the window lacks before
+		// complete was trimmed, which the deleted check or the gap frame
+		// already accounted for.
+		return c.switchLocked(w)
+	}
+	return actNextPage
+}
+
+func (c *Cursor) switchLocked(w *window) pageAction {
+	if c.pos.Less(w.complete) {
+		c.pos = w.complete
+	}
+	c.mode, c.page = modeWindow, nil
+	c.placeLocked(w)
+	return actSwitched
+}
+
+// placeLocked points every list at its first event after pos. Called with
+// window.mu held; from then on an eviction past next is a missed event.
+func (c *Cursor) placeLocked(w *window) {
+	for i, l := range c.lists {
+		c.next[i] = w.searchLocked(l, c.pos)
+	}
+}
+
+// deliver advances pos to ev and sends it when its type passes, preceded by
+// caught_up when ev is the first event after the head at connect.
+func (c *Cursor) deliver(bufs [][]byte, ev *Event, size *int) [][]byte {
+	if !c.caughtUp && c.catchUpAt.Less(ev.ID) {
+		bufs = c.appendCaughtUp(bufs, size)
+	}
+	c.pos = ev.ID
+	if c.types.Match(ev.Type) {
+		bufs = append(bufs, ev.Frame)
+		*size += len(ev.Frame)
+		c.lastReported = ev.ID
+	}
+	return bufs
+}
+
+func (c *Cursor) appendCaughtUp(bufs [][]byte, size *int) [][]byte {
+	f := controlFrame1("caught_up", "last", c.caughtUpLast)
+	c.caughtUp = true
+	if c.lastReported.Less(c.caughtUpLast) {
+		c.lastReported = c.caughtUpLast
+	}
+	*size += len(f)
+	return append(bufs, f)
+}
+
+// addressed reports whether a page event (not indexed) names this connection.
+func (c *Cursor) addressed(ev *Event) bool {
+	found := false
+	ForEachRecipient(ev.To, func(kind RecipientKind, name string) {
+		if found {
+			return
+		}
+		switch kind {
+		case KindBroadcast:
+			found = true
+		case KindUser:
+			found = name == c.user
+		case KindGroup:
+			_, found = slices.BinarySearch(c.groups, name)
+		}
+	})
+	return found
+}
+
+func (c *Cursor) observeLag(frames [][]byte) {
+	for _, f := range frames {
+		// Event frames start with {"id":"<ms>-; control frames are skipped.
+		ms, ok := frameMs(f)
+		if !ok {
+			continue
+		}
+		if d := time.Since(time.UnixMilli(int64(ms))); d > 0 {
+			c.hub.hooks.Lag(d)
+		} else {
+			c.hub.hooks.Lag(0)
+		}
+		return
+	}
+}
+
+// frameMs reads the id time of an event frame without decoding JSON.
+func frameMs(f []byte) (uint64, bool) {
+	const prefix = `{"id":"`
+	h := TextFrameHeaderLen(0)
+	if len(f) > 1 {
+		switch f[1] & 0x7f {
+		case 126:
+			h = 4
+		case 127:
+			h = 10
+		}
+	}
+	if len(f) < h+len(prefix) || string(f[h:h+len(prefix)]) != prefix {
+		return 0, false
+	}
+	var ms uint64
+	i := h + len(prefix)
+	for ; i < len(f) && f[i] >= '0' && f[i] <= '9'; i++ {
+		ms = ms*10 + uint64(f[i]-'0')
+	}
+	return ms, i < len(f) && f[i] == '-'
+}
+
+func (c *Cursor) finish(bufs [][]byte, start int) [][]byte {
+	if len(bufs) > start {
+		c.quietSince.Store(time.Now().UnixNano())
+	}
+	return bufs
+}
+
+// fail closes the connection with 1013; it resumes elsewhere or later.
+func (c *Cursor) fail(cause, reason string) {
+	c.mode = modeDone
+	c.hub.hooks.SlowClosed(cause)
+	c.hub.logger.Debug("closing connection", zap.String("user", c.user),
+		zap.String("cause", cause), zap.Stringer("pos", c.pos))
+	c.peer.Close(CloseTryAgainLater, reason)
+}
+
+// Closed unregisters the connection. It is idempotent; after it returns no
+// Wake reaches the peer.
+func (c *Cursor) Closed() {
+	if c.closed.Swap(true) {
+		return
+	}
+	c.unregister()
+}
+
+func (c *Cursor) unregister() {
+	h := c.hub
+	h.reg.remove(c)
+	h.bf.forget(c)
+	w := h.w
+	w.mu.Lock()
+	for _, l := range c.lists {
+		l.refs--
+		if l.refs == 0 && l.len() == 0 && l.kind != KindBroadcast {
+			w.dropListLocked(l)
+		}
+	}
+	w.mu.Unlock()
+}
+
+// controlFrame1 builds {"control":kind,key:"id"} as a text frame.
+func controlFrame1(kind, key string, id ID) []byte {
+	var p [128]byte
+	b := append(p[:0], `{"control":"`...)
+	b = append(b, kind...)
+	b = append(b, `","`...)
+	b = append(b, key...)
+	b = append(b, `":"`...)
+	b = id.AppendTo(b)
+	b = append(b, `"}`...)
+	return AppendTextFrame(make([]byte, 0, 2+len(b)), b)
+}
+
+// controlFrame builds {"control":kind,k1:"id1",k2:"id2"} as a text frame.
+func controlFrame(kind, k1 string, id1 ID, k2 string, id2 ID) []byte {
+	var p [192]byte
+	b := append(p[:0], `{"control":"`...)
+	b = append(b, kind...)
+	b = append(b, `","`...)
+	b = append(b, k1...)
+	b = append(b, `":"`...)
+	b = id1.AppendTo(b)
+	b = append(b, `","`...)
+	b = append(b, k2...)
+	b = append(b, `":"`...)
+	b = id2.AppendTo(b)
+	b = append(b, `"}`...)
+	return AppendTextFrame(make([]byte, 0, 2+len(b)), b)
+}

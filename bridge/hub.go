@@ -1,0 +1,424 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// ErrClosed is returned by a Hub after Close.
+var ErrClosed = errors.New("bridge: hub closed")
+
+// storeTimeout bounds the Redis calls a handshake makes (XINFO STREAM).
+const storeTimeout = 5 * time.Second
+
+// closeTimeout bounds how long Close waits for the Hub's goroutines.
+const closeTimeout = 10 * time.Second
+
+// Hub is one node's delivery core: the replay window, the recipient registry,
+// the connections' cursors, the shared backfill reader and the cursor ticker.
+// Every method is safe for concurrent use.
+//
+// Lock order (docs/design.md): a cursor's own state is touched only by its
+// drainer (Pull) and needs no lock; window.mu before nothing else is taken by
+// Pull, Append and Accept; registry shard locks and backfill.mu are leaves
+// (Peer.Wake, which never blocks, is called under them). No lock is held
+// across Store calls or network I/O.
+type Hub struct {
+	cfg    Config
+	store  Store
+	hooks  Hooks
+	logger *zap.Logger
+
+	w   *window
+	reg *registry
+	bf  *backfill
+
+	// appends counts events ever appended; the ticker compares it with what
+	// a cursor last reported, without the window lock.
+	appends atomic.Uint64
+	closed  atomic.Bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewHub builds a Hub over store and starts its backfill workers and cursor
+// ticker. Call Warm before serving, and Close to stop.
+func NewHub(cfg Config, store Store) (*Hub, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, errors.New("bridge: NewHub needs a Store")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{
+		cfg:    cfg,
+		store:  store,
+		hooks:  cfg.Hooks,
+		logger: cfg.Logger,
+		w:      newWindow(cfg.WindowBytes),
+		reg:    newRegistry(),
+		bf:     newBackfill(store, cfg.BackfillPage, cfg.BackfillBytes, cfg.Hooks, cfg.Logger),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	for range cfg.BackfillWorkers {
+		h.wg.Go(func() { h.bf.run(ctx) })
+	}
+	h.wg.Go(h.tick)
+	return h, nil
+}
+
+// Close stops the backfill workers and the ticker and waits for them. Open
+// cursors stay valid for Closed; their Pulls return nothing more.
+func (h *Hub) Close() error {
+	if h.closed.Swap(true) {
+		return nil
+	}
+	h.cancel()
+	h.bf.close()
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(closeTimeout):
+		return fmt.Errorf("bridge: goroutines still running after %v (a Store call ignores its context)", closeTimeout)
+	}
+}
+
+// Head is the newest id this node's window is up to date with: the newest
+// event appended, or after Warm the stream's last generated id.
+func (h *Hub) Head() ID {
+	h.w.mu.RLock()
+	defer h.w.mu.RUnlock()
+	return h.w.head
+}
+
+// Warm fills the window from the stream's newest entries, up to WindowBytes,
+// before the node serves. It returns newest, the id to create the ingest
+// consumer group at: the newest decodable entry warmed (entries after it are
+// undecodable and will be dead-lettered by ingest), the last generated id of
+// a stream with no entries, or 0-0 when no entry decodes at all. The head
+// becomes the stream's last generated id (0-0 for a stream never written).
+// Call it once, before the node accepts connections or appends.
+func (h *Hub) Warm(ctx context.Context) (newest ID, err error) {
+	info, err := h.store.Info(ctx)
+	if err != nil {
+		return ID{}, fmt.Errorf("bridge: warm: %w", err)
+	}
+	var (
+		warmed   []*Event // newest first
+		bytes    int64
+		complete ID // newest entry not warmed
+		full     bool
+	)
+	before := info.LastGeneratedID
+	for info.Length > 0 && !full {
+		events, last, err := h.store.RevRange(ctx, before, h.cfg.BackfillPage)
+		if err != nil {
+			return ID{}, fmt.Errorf("bridge: warm: %w", err)
+		}
+		for _, ev := range events {
+			if len(warmed) > 0 && !ev.ID.Less(warmed[len(warmed)-1].ID) {
+				continue // out of order: a Store bug; keep the log sorted
+			}
+			cost := int64(ev.Size()) + 2*slotBytes
+			if bytes+cost > h.cfg.WindowBytes && len(warmed) > 0 {
+				complete, full = ev.ID, true
+				break
+			}
+			bytes += cost
+			warmed = append(warmed, ev)
+		}
+		// Page on until a read returns nothing: the Store does not say how
+		// many undecodable entries a page skipped.
+		if last.IsZero() {
+			break
+		}
+		before = prevID(last)
+	}
+	if !full {
+		// Everything the stream holds is warmed: what is older was deleted.
+		complete = deletedBound(info)
+	}
+	switch {
+	case len(warmed) > 0:
+		newest = warmed[0].ID
+	case info.Length == 0:
+		newest = info.LastGeneratedID
+	}
+
+	w := h.w
+	w.mu.Lock()
+	if w.lenLocked() > 0 || h.appends.Load() > 0 {
+		w.mu.Unlock()
+		return ID{}, errors.New("bridge: Warm after Append")
+	}
+	w.complete = complete
+	for i := len(warmed) - 1; i >= 0; i-- {
+		w.appendLocked(warmed[i])
+	}
+	w.head = info.LastGeneratedID
+	events, wb := w.lenLocked(), w.bytes
+	w.mu.Unlock()
+	h.hooks.WindowSize(events, wb)
+	h.logger.Info("replay window warmed",
+		zap.Int("events", events), zap.Int64("bytes", wb),
+		zap.Stringer("head", info.LastGeneratedID), zap.Stringer("complete_after", complete),
+		zap.Stringer("group_start", newest))
+	return newest, nil
+}
+
+// deletedBound is the newest id that may have been deleted from the stream:
+// Redis 7 says so; without it (older Redis, miniredis) anything before the
+// first entry may have existed, and for an empty stream anything up to the
+// last generated id.
+func deletedBound(info StreamInfo) ID {
+	switch {
+	case info.MaxDeletedKnown:
+		return info.MaxDeletedID
+	case info.Length > 0:
+		return prevID(info.FirstID)
+	default:
+		return info.LastGeneratedID
+	}
+}
+
+// prevID is the largest id smaller than id; 0-0 is returned unchanged.
+func prevID(id ID) ID {
+	switch {
+	case id.Seq > 0:
+		return ID{Ms: id.Ms, Seq: id.Seq - 1}
+	case id.Ms > 0:
+		return ID{Ms: id.Ms - 1, Seq: ^uint64(0)}
+	}
+	return id
+}
+
+// GroupRecreated tells the Hub that ingest lost its place: the consumer group
+// was deleted, Redis lost its data, or the group fell behind retention so
+// entries may have been skipped. The window keeps what it holds for the
+// connections reading it, but no longer vouches for anything up to its head:
+// resumes from before the head are read from Redis, whose XINFO decides about
+// a gap. It returns the id at which to create the new group (the head), so no
+// entry after what the window holds is skipped.
+func (h *Hub) GroupRecreated() ID {
+	h.w.mu.Lock()
+	defer h.w.mu.Unlock()
+	if h.w.complete.Less(h.w.head) {
+		h.w.complete = h.w.head
+	}
+	h.logger.Warn("ingest group recreated; resumes before the head now read from Redis",
+		zap.Stringer("head", h.w.head))
+	return h.w.head
+}
+
+// Append adds an event from ingest to the window and wakes the connections it
+// is for. It returns false, doing nothing, when the window's head is already
+// at or beyond ev.ID (at-least-once redelivery); the caller acks either way.
+func (h *Hub) Append(ev *Event) bool {
+	w := h.w
+	w.mu.Lock()
+	if !w.head.Less(ev.ID) {
+		w.mu.Unlock()
+		return false
+	}
+	evicted := w.appendLocked(ev)
+	events, bytes := w.lenLocked(), w.bytes
+	w.mu.Unlock()
+	h.appends.Add(1)
+
+	h.hooks.Appended()
+	if evicted > 0 {
+		h.hooks.Evicted(evicted)
+	}
+	h.hooks.WindowSize(events, bytes)
+	ForEachRecipient(ev.To, h.reg.wake)
+	return true
+}
+
+// Accept starts a connection: it parses the resume query (see
+// ParseResumeQuery), places the connection's cursor, registers it for wakes
+// and wakes the peer once so the first Pull sends what is due (gap, replay,
+// caught_up). An error whose errors.Is(err, ErrBadQuery) is an HTTP 400 with
+// err.Error() as its line; any other error means Redis could not be asked
+// (HTTP 503). Only a resume id beyond this node's head costs an XINFO, as does
+// a resume older than the window.
+func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, lastEventIDHeader string) (*Cursor, error) {
+	if h.closed.Load() {
+		return nil, ErrClosed
+	}
+	q, err := ParseResumeQuery(query, lastEventIDHeader)
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidateName(user); err != nil {
+		return nil, fmt.Errorf("bridge: user id %s %v", quoteShort(user), err)
+	}
+	if len(groups) > h.cfg.MaxGroups {
+		return nil, fmt.Errorf("bridge: %d groups, max_groups is %d", len(groups), h.cfg.MaxGroups)
+	}
+	gs := slices.Clone(groups)
+	slices.Sort(gs)
+	gs = slices.Compact(gs)
+	for _, g := range gs {
+		if err := ValidateName(g); err != nil {
+			return nil, fmt.Errorf("bridge: group name %s %v", quoteShort(g), err)
+		}
+	}
+
+	c := &Cursor{hub: h, peer: peer, user: user, groups: gs, types: q.Types}
+	c.quietSince.Store(time.Now().UnixNano())
+	// Register for wakes before placing the cursor, so an event appended in
+	// between wakes it rather than slipping by.
+	h.reg.add(c)
+
+	w := h.w
+	w.mu.Lock()
+	c.lists = make([]*plist, 0, len(gs)+2)
+	c.lists = append(c.lists, w.listLocked(KindUser, user, true))
+	for _, g := range gs {
+		c.lists = append(c.lists, w.listLocked(KindGroup, g, true))
+	}
+	c.lists = append(c.lists, w.all)
+	for _, l := range c.lists {
+		l.refs++
+	}
+	c.next = make([]uint64, len(c.lists))
+	head, complete := w.head, w.complete
+	oldest, held := w.oldestLocked()
+	switch q.Mode {
+	case ResumeLive:
+		c.pos = head
+	case ResumeAfterID:
+		c.pos = q.ID
+	case ResumeSince:
+		c.pos = prevID(ID{Ms: q.SinceMs})
+	}
+	c.catchUpAt, c.caughtUpLast = head, head
+	if q.Mode == ResumeAfterID && head.Less(q.ID) {
+		c.caughtUpLast = q.ID
+	}
+	inWindow := !c.pos.Less(complete)
+	if inWindow {
+		c.placeLocked(w)
+	} else {
+		c.mode = modeBackfill
+	}
+	w.mu.Unlock()
+
+	var info *StreamInfo
+	getInfo := func() (*StreamInfo, error) {
+		if info == nil {
+			ctx, cancel := context.WithTimeout(h.ctx, storeTimeout)
+			defer cancel()
+			i, err := h.store.Info(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("bridge: reading stream info: %w", err)
+			}
+			info = &i
+		}
+		return info, nil
+	}
+	if q.Mode == ResumeAfterID && head.Less(q.ID) {
+		i, err := getInfo()
+		if err != nil {
+			c.unregister()
+			return nil, err
+		}
+		if i.LastGeneratedID.Less(q.ID) {
+			c.unregister()
+			return nil, &QueryError{Param: q.idParam, Reason: "id is in the future"}
+		}
+	}
+	switch {
+	case q.Mode == ResumeLive:
+		h.hooks.Resumed(ResumeFromLive)
+	case inWindow:
+		h.hooks.Resumed(ResumeFromWindow)
+	default:
+		i, err := getInfo()
+		if err != nil {
+			c.unregister()
+			return nil, err
+		}
+		c.decideGap(q, *i, complete, oldest, held)
+		h.hooks.Resumed(ResumeFromStore)
+	}
+	peer.Wake()
+	return c, nil
+}
+
+// decideGap applies contract §2/§4 for a resume at c.pos older than the
+// window (everything after complete is held): entries after the requested id
+// are gone when some may have been deleted from the stream after it and the
+// window does not hold them. The cursor then skips anything older than the
+// gap's oldest, so what it delivers agrees with the frame even when a cached
+// page still holds trimmed entries.
+func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, complete, windowOldest ID, held bool) {
+	deleted := deletedBound(info)
+	if info.LastGeneratedID.Less(complete) && deleted.Less(complete) {
+		deleted = complete // Redis lost data the window had vouched for
+	}
+	if !c.pos.Less(deleted) {
+		return
+	}
+	var oldest ID
+	have := false
+	if info.Length > 0 {
+		oldest, have = info.FirstID, true
+	}
+	if held && c.pos.Less(windowOldest) && (!have || windowOldest.Less(oldest)) {
+		oldest, have = windowOldest, true
+	}
+	if !have {
+		oldest = info.LastGeneratedID
+	}
+	requested := q.ID
+	if q.Mode == ResumeSince {
+		requested = ID{Ms: q.SinceMs}
+	}
+	c.gapFrame = controlFrame("gap", "requested", requested, "oldest", oldest)
+	c.gapReported = true
+	c.skipBelow = oldest
+	c.hub.hooks.Gap()
+}
+
+// tick is the cursor ticker: every half cursor_interval it wakes connections
+// that have been silent that long while the window moved, so their Pull sends
+// a cursor frame. One goroutine for all connections; no per-connection timer.
+func (h *Hub) tick() {
+	period := h.cfg.CursorInterval / 2
+	if period < time.Millisecond {
+		period = time.Millisecond
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case now := <-t.C:
+			appends := h.appends.Load()
+			quietBefore := now.Add(-h.cfg.CursorInterval).UnixNano()
+			h.reg.forEach(func(c *Cursor) {
+				if c.reported.Load() != appends && c.quietSince.Load() <= quietBefore {
+					c.wantCursor.Store(true)
+					c.peer.Wake()
+				}
+			})
+		}
+	}
+}

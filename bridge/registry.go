@@ -1,0 +1,121 @@
+package bridge
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+const registryShards = 64
+
+// registry finds the connections to wake for an event: by user id, by group
+// name, and all of them for broadcast. It is sharded by hash of the name so
+// connects, disconnects and fan-out of unrelated recipients do not contend;
+// fan-out takes read locks only and calls Peer.Wake, which never blocks, under
+// them (so that after unregister returns no wake reaches a closed peer).
+//
+// Shard locks are leaves: nothing else is locked while one is held.
+type registry struct {
+	seed   maphash.Seed
+	shards [registryShards]regShard
+}
+
+// regShard is guarded by mu.
+type regShard struct {
+	mu     sync.RWMutex
+	users  map[string]map[*Cursor]struct{}
+	groups map[string]map[*Cursor]struct{}
+	// all holds the cursors whose user hashes to this shard: broadcast and
+	// the cursor ticker walk every shard's all.
+	all map[*Cursor]struct{}
+}
+
+func newRegistry() *registry {
+	r := &registry{seed: maphash.MakeSeed()}
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.users = make(map[string]map[*Cursor]struct{})
+		s.groups = make(map[string]map[*Cursor]struct{})
+		s.all = make(map[*Cursor]struct{})
+	}
+	return r
+}
+
+func (r *registry) shard(name string) *regShard {
+	return &r.shards[maphash.String(r.seed, name)%registryShards]
+}
+
+func addTo(m map[string]map[*Cursor]struct{}, name string, c *Cursor) {
+	set := m[name]
+	if set == nil {
+		set = make(map[*Cursor]struct{})
+		m[name] = set
+	}
+	set[c] = struct{}{}
+}
+
+func removeFrom(m map[string]map[*Cursor]struct{}, name string, c *Cursor) {
+	set := m[name]
+	delete(set, c)
+	if len(set) == 0 {
+		delete(m, name)
+	}
+}
+
+func (r *registry) add(c *Cursor) {
+	s := r.shard(c.user)
+	s.mu.Lock()
+	addTo(s.users, c.user, c)
+	s.all[c] = struct{}{}
+	s.mu.Unlock()
+	for _, g := range c.groups {
+		s := r.shard(g)
+		s.mu.Lock()
+		addTo(s.groups, g, c)
+		s.mu.Unlock()
+	}
+}
+
+func (r *registry) remove(c *Cursor) {
+	s := r.shard(c.user)
+	s.mu.Lock()
+	removeFrom(s.users, c.user, c)
+	delete(s.all, c)
+	s.mu.Unlock()
+	for _, g := range c.groups {
+		s := r.shard(g)
+		s.mu.Lock()
+		removeFrom(s.groups, g, c)
+		s.mu.Unlock()
+	}
+}
+
+// wake wakes the connections of one recipient item. A connection named twice
+// by one event is woken twice; Wake coalesces, and the cursor delivers once.
+func (r *registry) wake(kind RecipientKind, name string) {
+	if kind == KindBroadcast {
+		r.forEach(func(c *Cursor) { c.peer.Wake() })
+		return
+	}
+	s := r.shard(name)
+	s.mu.RLock()
+	m := s.users
+	if kind == KindGroup {
+		m = s.groups
+	}
+	for c := range m[name] {
+		c.peer.Wake()
+	}
+	s.mu.RUnlock()
+}
+
+// forEach calls fn for every registered cursor, one shard read lock at a time.
+func (r *registry) forEach(fn func(c *Cursor)) {
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.RLock()
+		for c := range s.all {
+			fn(c)
+		}
+		s.mu.RUnlock()
+	}
+}
