@@ -93,14 +93,14 @@ type accepted struct {
 }
 
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	s     *Server
 	hooks *countHooks
 	mu    sync.Mutex
 	conns map[string]*accepted
 }
 
-func newHarness(t *testing.T, mod func(*Config)) *harness {
+func newHarness(t testing.TB, mod func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, hooks: &countHooks{}, conns: map[string]*accepted{}}
 	cfg := Config{
@@ -204,7 +204,18 @@ func mustDial(t testing.TB, addr, target string, hdr ...string) *client {
 func (c *client) readFrame(t testing.TB, d time.Duration) (ws.Frame, error) {
 	t.Helper()
 	_ = c.nc.SetReadDeadline(time.Now().Add(d))
-	return ws.ReadFrame(c.br)
+	h, err := ws.ReadHeader(c.br)
+	if err != nil {
+		return ws.Frame{}, err
+	}
+	if h.Length > 1<<20 {
+		return ws.Frame{}, fmt.Errorf("frame of %d bytes", h.Length)
+	}
+	p := make([]byte, h.Length)
+	if _, err := io.ReadFull(c.br, p); err != nil {
+		return ws.Frame{}, err
+	}
+	return ws.Frame{Header: h, Payload: p}, nil
 }
 
 // nextData reads frames until a text frame, answering nothing.

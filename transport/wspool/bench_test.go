@@ -1,0 +1,383 @@
+package wspool
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// hub is a broadcast log for benchmarks: one publisher appends shared
+// frames; every connection's source is a cursor into it, like the core's
+// replay window.
+type hub struct {
+	frames [][]byte // preallocated; never reallocated
+	n      atomic.Int64
+}
+
+func (h *hub) publish(f []byte) {
+	i := h.n.Load()
+	h.frames[i] = f
+	h.n.Store(i + 1)
+}
+
+type cursorSource struct {
+	h   *hub
+	pos int64
+}
+
+func (s *cursorSource) Pull(bufs [][]byte, maxBytes int) [][]byte {
+	end := s.h.n.Load()
+	n := 0
+	for s.pos < end && (n == 0 || n < maxBytes) {
+		f := s.h.frames[s.pos]
+		bufs = append(bufs, f)
+		n += len(f)
+		s.pos++
+	}
+	return bufs
+}
+
+func (s *cursorSource) Closed() {}
+
+// benchServer starts a pool whose every connection reads the same hub.
+func benchServer(tb testing.TB, h *hub, mod func(*Config)) (*Server, func() []*Conn) {
+	var mu sync.Mutex
+	var conns []*Conn
+	cfg := Config{
+		Listen:         "127.0.0.1:0",
+		Auth:           NewNoneAuthenticator(),
+		MaxConnections: 30000,
+		Accept: func(r *Request) (Source, error) {
+			mu.Lock()
+			conns = append(conns, r.Conn)
+			mu.Unlock()
+			return &cursorSource{h: h, pos: h.n.Load()}, nil
+		},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s, func() []*Conn {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(conns)
+	}
+}
+
+// BenchmarkDeliver measures wake + pull + writev: one op is one broadcast of
+// a shared 200-byte frame to 100 loopback connections whose readers discard
+// what they get.
+func BenchmarkDeliver(b *testing.B) {
+	const nconn = 100
+	h := &hub{frames: make([][]byte, b.N+1)}
+	s, conns := benchServer(b, h, nil)
+	frame := textFrame(strings.Repeat("x", 200-4))
+	var received atomic.Int64
+	var wg sync.WaitGroup
+	var clients []net.Conn
+	for i := 0; i < nconn; i++ {
+		c := mustDial(b, s.Addr().String(), "/ws?user=u"+strconv.Itoa(i))
+		clients = append(clients, c.nc)
+		wg.Go(func() {
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := c.br.Read(buf)
+				received.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	eventually(b, 5*time.Second, func() error {
+		if n := len(conns()); n != nconn {
+			return fmt.Errorf("%d conns", n)
+		}
+		return nil
+	})
+	all := conns()
+	var ms0, ms1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		h.publish(frame)
+		for _, c := range all {
+			c.Wake()
+		}
+	}
+	want := int64(b.N) * int64(len(frame)) * nconn
+	eventually(b, 60*time.Second, func() error {
+		if r := received.Load(); r < want {
+			return fmt.Errorf("received %d of %d bytes", r, want)
+		}
+		return nil
+	})
+	b.StopTimer()
+	runtime.ReadMemStats(&ms1)
+	deliveries := float64(b.N) * nconn
+	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/deliveries, "allocs/delivery")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/deliveries, "ns/delivery")
+	for _, c := range clients {
+		c.Close()
+	}
+	wg.Wait()
+}
+
+// The tests below are the numbers of docs/benchmarks-wspool.md. They need
+// NB_BENCH=1; the clients run in a child process (this test binary
+// re-executed) so the server's RSS is its own.
+
+func benchEnabled(t *testing.T) {
+	if os.Getenv("NB_BENCH") != "1" {
+		t.Skip("set NB_BENCH=1")
+	}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// benchChild starts the client process with n connections to addr and
+// waits until they are all open.
+type benchChild struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startChild(t *testing.T, addr string, n int) *benchChild {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchClientHelper$", "-test.v=false")
+	cmd.Env = append(os.Environ(), "NB_BENCH_CLIENT="+addr, "NB_CONNS="+strconv.Itoa(n))
+	cmd.Stderr = os.Stderr
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &benchChild{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	t.Cleanup(func() { in.Close(); _ = cmd.Wait() })
+	if line := c.ask(t, ""); line != "ready" {
+		t.Fatalf("child: %q", line)
+	}
+	return c
+}
+
+// ask sends a command line (none when empty) and returns the answer line.
+func (c *benchChild) ask(t *testing.T, cmd string) string {
+	if cmd != "" {
+		fmt.Fprintln(c.in, cmd)
+	}
+	line, err := c.out.ReadString('\n')
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	return strings.TrimSpace(line)
+}
+
+func TestIdleMemory(t *testing.T) {
+	benchEnabled(t)
+	n := envInt("NB_CONNS", 10000)
+	h := &hub{frames: make([][]byte, 16)}
+	s, _ := benchServer(t, h, nil)
+	time.Sleep(200 * time.Millisecond) // let the pool's goroutines settle before the baseline
+	runtime.GC()
+	debug.FreeOSMemory()
+	rss0, g0 := rssBytes(), runtime.NumGoroutine()
+	child := startChild(t, s.Addr().String(), n)
+	eventually(t, 60*time.Second, func() error {
+		if s.Conns() != n {
+			return fmt.Errorf("%d conns", s.Conns())
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	rss1, g1 := rssBytes(), runtime.NumGoroutine()
+	runtime.GC()
+	debug.FreeOSMemory()
+	rss2 := rssBytes()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.Logf("conns=%d rss_before=%.1fMiB rss_after=%.1fMiB (%.0f B/conn) after_gc_free=%.1fMiB (%.0f B/conn) heap_inuse=%.1fMiB goroutines %d -> %d",
+		n, mib(rss0), mib(rss1), float64(rss1-rss0)/float64(n), mib(rss2), float64(rss2-rss0)/float64(n), mib(int64(ms.HeapInuse)), g0, g1)
+	_ = child
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func TestFanout(t *testing.T) {
+	benchEnabled(t)
+	n := envInt("NB_CONNS", 10000)
+	secs := envInt("NB_SECONDS", 10)
+	h := &hub{frames: make([][]byte, 200000)}
+	s, conns := benchServer(t, h, nil)
+	child := startChild(t, s.Addr().String(), n)
+	eventually(t, 60*time.Second, func() error {
+		if s.Conns() != n {
+			return fmt.Errorf("%d conns", s.Conns())
+		}
+		return nil
+	})
+	all := conns()
+	broadcast := func() {
+		p := fmt.Appendf(nil, `{"t":%d,"pad":"`, time.Now().UnixNano())
+		p = append(p, strings.Repeat("p", 200-len(p)-2)...)
+		p = append(p, `"}`...)
+		h.publish(textFrame(string(p)))
+		for _, c := range all {
+			c.Wake()
+		}
+	}
+	// (a) 20 broadcasts/s.
+	child.ask(t, "reset")
+	tick := time.NewTicker(50 * time.Millisecond)
+	for i := 0; i < 20*secs; i++ {
+		<-tick.C
+		broadcast()
+	}
+	tick.Stop()
+	time.Sleep(500 * time.Millisecond)
+	t.Logf("(a) 20/s x %ds, %d clients: %s", secs, n, child.ask(t, "stats"))
+
+	// (b) as fast as the publisher can wake everyone, K broadcasts.
+	k := envInt("NB_BURST", 1000)
+	child.ask(t, "reset")
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	start := time.Now()
+	for i := 0; i < k; i++ {
+		broadcast()
+	}
+	pub := time.Since(start)
+	want := strconv.Itoa(k * n)
+	var last string
+	eventually(t, 120*time.Second, func() error {
+		last = child.ask(t, "count")
+		if last != want {
+			return fmt.Errorf("delivered %s of %s", last, want)
+		}
+		return nil
+	})
+	el := time.Since(start)
+	runtime.ReadMemStats(&ms1)
+	t.Logf("(b) %d broadcasts x %d clients in %v (publish %v): %.0f deliveries/s, no loss; %.3f allocs/delivery; %s",
+		k, n, el.Round(time.Millisecond), pub.Round(time.Millisecond), float64(k*n)/el.Seconds(),
+		float64(ms1.Mallocs-ms0.Mallocs)/float64(k*n), child.ask(t, "stats"))
+}
+
+// TestBenchClientHelper is the client process of the benchmarks.
+func TestBenchClientHelper(t *testing.T) {
+	addr := os.Getenv("NB_BENCH_CLIENT")
+	if addr == "" {
+		t.Skip("client process of the benchmarks")
+	}
+	n := envInt("NB_CONNS", 10000)
+	type stat struct {
+		mu  sync.Mutex
+		lat []int64
+		cnt int64
+	}
+	stats := make([]*stat, n)
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	var opened atomic.Int64
+	for i := 0; i < n; i++ {
+		stats[i] = &stat{}
+		sem <- struct{}{}
+		wg.Go(func() {
+			c := dialWS(t, addr, "/ws?user=c"+strconv.Itoa(i))
+			opened.Add(1)
+			<-sem
+			st := stats[i]
+			for {
+				f, err := c.readFrame(t, time.Hour)
+				if err != nil {
+					return
+				}
+				now := time.Now().UnixNano()
+				p := string(f.Payload)
+				if i := strings.Index(p, `{"t":`); i == 0 {
+					end := strings.IndexByte(p, ',')
+					ts, _ := strconv.ParseInt(p[5:end], 10, 64)
+					st.mu.Lock()
+					st.lat = append(st.lat, now-ts)
+					st.cnt++
+					st.mu.Unlock()
+				}
+			}
+		})
+	}
+	for opened.Load() < int64(n) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Println("ready")
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		switch in.Text() {
+		case "reset":
+			for _, s := range stats {
+				s.mu.Lock()
+				s.lat, s.cnt = s.lat[:0], 0
+				s.mu.Unlock()
+			}
+			fmt.Println("ok")
+		case "count":
+			var total int64
+			for _, s := range stats {
+				s.mu.Lock()
+				total += s.cnt
+				s.mu.Unlock()
+			}
+			fmt.Println(total)
+		case "stats":
+			var all []int64
+			for _, s := range stats {
+				s.mu.Lock()
+				all = append(all, s.lat...)
+				s.mu.Unlock()
+			}
+			slices.Sort(all)
+			if len(all) == 0 {
+				fmt.Println("no samples")
+				continue
+			}
+			q := func(p float64) time.Duration { return time.Duration(all[int(p*float64(len(all)-1))]) }
+			fmt.Printf("samples=%d p50=%v p99=%v max=%v\n", len(all), q(0.5), q(0.99), time.Duration(all[len(all)-1]))
+		}
+	}
+	os.Exit(0) // the connections' goroutines are the process's; no leak check here
+}
