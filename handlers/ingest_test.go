@@ -407,12 +407,30 @@ func TestStore(t *testing.T) {
 	if err != nil || len(evs) != 1 || evs[0].ID != ida || last != ida {
 		t.Fatalf("RevRange: %v %v %v", evs, last, err)
 	}
-	if err := c.XDel(ctxT(t), "s", a).Err(); err != nil {
+	info, err = st.Info(ctxT(t))
+	if err != nil || !info.Exists || info.Length != 3 || info.FirstID != ida || info.LastGeneratedID != idd ||
+		!info.MaxDeletedKnown || !info.MaxDeletedID.IsZero() {
+		t.Fatalf("Info, nothing removed: %+v %v", info, err)
+	}
+	if err := c.XDel(ctxT(t), "s", b).Err(); err != nil {
 		t.Fatal(err)
 	}
 	info, err = st.Info(ctxT(t))
-	if err != nil || !info.Exists || info.Length != 2 || info.FirstID != idb || info.LastGeneratedID != idd ||
-		!info.MaxDeletedKnown || info.MaxDeletedID != ida {
-		t.Fatalf("Info: %+v %v", info, err)
+	if err != nil || info.MaxDeletedID != idb {
+		t.Fatalf("Info after XDEL: %+v %v", info, err)
+	}
+	if err := c.XTrimMaxLen(ctxT(t), "s", 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	info, err = st.Info(ctxT(t))
+	if err != nil || info.FirstID != idd || info.MaxDeletedID != prev(idd) || !ida.Less(info.MaxDeletedID) {
+		t.Fatalf("Info after XTRIM: %+v %v", info, err)
+	}
+	if err := c.XTrimMaxLen(ctxT(t), "s", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	info, err = st.Info(ctxT(t))
+	if err != nil || !info.Exists || info.Length != 0 || !info.FirstID.IsZero() || info.MaxDeletedID != idd {
+		t.Fatalf("Info of an emptied stream: %+v %v", info, err)
 	}
 }

@@ -63,17 +63,27 @@ func (s *Store) decode(msgs []redis.XMessage) ([]*bridge.Event, bridge.ID, error
 	return events, last, nil
 }
 
-// Info implements bridge.Store.
+// Info implements bridge.Store. MaxDeletedID follows bridge's meaning, the
+// newest id ever trimmed or deleted, which Redis does not report as such:
+// max-deleted-entry-id counts XDEL only. So, on Redis 7:
+//   - entries-added equal to the length: nothing was ever removed (0-0);
+//   - an empty stream: everything was removed, up to its last generated id;
+//   - otherwise trimming may have removed entries up to just before the
+//     first one: the larger of the id before FirstID and
+//     max-deleted-entry-id. This may be later than the real newest trimmed
+//     id, so a resume from exactly that id is told of a gap it did not have;
+//     it never hides a real one.
 func (s *Store) Info(ctx context.Context) (bridge.StreamInfo, error) {
 	in, err := s.r.Info(ctx)
 	if err != nil || !in.Exists {
 		return bridge.StreamInfo{}, err
 	}
 	out := bridge.StreamInfo{Exists: true, Length: in.Length, MaxDeletedKnown: in.MaxDeletedKnown}
+	var maxDeleted bridge.ID
 	for _, p := range []struct {
 		text string
 		dst  *bridge.ID
-	}{{in.FirstID, &out.FirstID}, {in.LastGeneratedID, &out.LastGeneratedID}, {in.MaxDeletedID, &out.MaxDeletedID}} {
+	}{{in.FirstID, &out.FirstID}, {in.LastGeneratedID, &out.LastGeneratedID}, {in.MaxDeletedID, &maxDeleted}} {
 		if p.text == "" {
 			continue
 		}
@@ -83,5 +93,30 @@ func (s *Store) Info(ctx context.Context) (bridge.StreamInfo, error) {
 		}
 		*p.dst = id
 	}
+	if !in.MaxDeletedKnown {
+		return out, nil
+	}
+	switch {
+	case in.EntriesAdded == in.Length:
+		out.MaxDeletedID = bridge.ID{}
+	case in.Length == 0:
+		out.MaxDeletedID = out.LastGeneratedID
+	default:
+		out.MaxDeletedID = prev(out.FirstID)
+		if out.MaxDeletedID.Less(maxDeleted) {
+			out.MaxDeletedID = maxDeleted
+		}
+	}
 	return out, nil
+}
+
+// prev is the largest id below id (id itself for 0-0).
+func prev(id bridge.ID) bridge.ID {
+	switch {
+	case id.Seq > 0:
+		return bridge.ID{Ms: id.Ms, Seq: id.Seq - 1}
+	case id.Ms > 0:
+		return bridge.ID{Ms: id.Ms - 1, Seq: ^uint64(0)}
+	}
+	return id
 }

@@ -37,9 +37,13 @@ type Info struct {
 	Length          int64
 	FirstID         string // "" when the stream is empty
 	LastGeneratedID string
-	// MaxDeletedID is max-deleted-entry-id (Redis 7+); MaxDeletedKnown is
-	// false when the server does not report it (older Redis, miniredis).
+	// MaxDeletedID is max-deleted-entry-id and EntriesAdded entries-added
+	// (Redis 7+); MaxDeletedKnown is false when the server does not report
+	// them (older Redis, miniredis). Beware: Redis moves max-deleted-entry-id
+	// on XDEL only, not when XTRIM or XADD MAXLEN/MINID trim the stream; an
+	// entry count below EntriesAdded is what shows trimming.
 	MaxDeletedID    string
+	EntriesAdded    int64
 	MaxDeletedKnown bool
 }
 
@@ -58,6 +62,7 @@ func (r *Reader) Info(ctx context.Context) (Info, error) {
 		FirstID:         res.FirstEntry.ID,
 		LastGeneratedID: res.LastGeneratedID,
 		MaxDeletedID:    res.MaxDeletedEntryID,
+		EntriesAdded:    res.EntriesAdded,
 		MaxDeletedKnown: res.MaxDeletedEntryID != "",
 	}, nil
 }

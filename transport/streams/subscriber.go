@@ -76,17 +76,22 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 
 	out := make(chan *message.Message)
 	a := newAcker(s.client, &s.cfg)
-	c := &consumer{s: s, out: out, acks: a, log: s.cfg.Logger.With(zap.String("stream", s.cfg.Stream), zap.String("group", s.cfg.Group))}
-	s.wg.Add(2)
+	c := &consumer{s: s, out: out, acks: a, batches: make(chan []redis.XMessage, 1),
+		log: s.cfg.Logger.With(zap.String("stream", s.cfg.Stream), zap.String("group", s.cfg.Group))}
+	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
 		a.run()
 	}()
 	go func() {
 		defer s.wg.Done()
-		defer a.stop()
-		defer close(out)
 		c.run(runCtx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		defer a.stop() // after the last add
+		defer close(out)
+		c.deliverLoop(runCtx)
 	}()
 	return out, nil
 }
@@ -118,8 +123,8 @@ func (s *Subscriber) newestEntry(ctx context.Context) (string, error) {
 	return msgs[0].ID, nil
 }
 
-// consumer is the state of one subscription's reading goroutine; only that
-// goroutine touches it.
+// consumer is one subscription: a reader goroutine (run) that owns the read
+// state, and a deliverer goroutine (deliverLoop) that owns out.
 type consumer struct {
 	s    *Subscriber
 	out  chan *message.Message
@@ -129,9 +134,12 @@ type consumer struct {
 	// groupKnown is set once the group was seen or created, so that a later
 	// NOGROUP means Redis lost it (and the core must be told).
 	groupKnown bool
-	// lastDelivered is the newest id handed out and settled; pending re-reads
-	// after an error start after it, so nothing acked locally is sent twice.
-	lastDelivered string
+	// lastRead is the newest id the reader handed to the deliverer; pending
+	// re-reads after an error start after it, so nothing read is sent twice.
+	lastRead string
+	// batches carries read batches from the reader to the deliverer; its
+	// capacity of one bounds the read-ahead to one batch.
+	batches chan []redis.XMessage
 }
 
 func (c *consumer) run(ctx context.Context) {
@@ -169,7 +177,7 @@ func (c *consumer) run(ctx context.Context) {
 				}
 			}
 			// The reply may have been lost after Redis added entries to our
-			// pending list: re-read those past the last one we settled.
+			// pending list: re-read those past the last one we read.
 			pending, cursor = true, c.resumeCursor()
 			continue
 		}
@@ -205,20 +213,42 @@ func (c *consumer) run(ctx context.Context) {
 			pending = false
 			continue
 		}
-		for i := range msgs {
-			if !c.deliver(ctx, &msgs[i]) {
-				return
-			}
-			c.lastDelivered = msgs[i].ID
+		if len(msgs) == 0 {
+			continue
 		}
+		// Read-ahead: hand the batch over and read the next one while it is
+		// delivered, so Redis round trips overlap with the handlers.
+		select {
+		case c.batches <- msgs:
+		case <-ctx.Done():
+			return
+		}
+		c.lastRead = msgs[len(msgs)-1].ID
 		if pending {
-			cursor = msgs[len(msgs)-1].ID
+			cursor = c.lastRead
+		}
+	}
+}
+
+// deliverLoop delivers the batches the reader hands over, one message at a
+// time, until ctx ends or a delivery is cut short.
+func (c *consumer) deliverLoop(ctx context.Context) {
+	for {
+		select {
+		case batch := <-c.batches:
+			for i := range batch {
+				if !c.deliver(ctx, &batch[i]) {
+					return
+				}
+			}
+		case <-ctx.Done():
+			return
 		}
 	}
 }
 
 // lostReply reports whether our pending list holds an entry between the last
-// settled one and what the ">" read just returned (msgs, maybe none). That
+// one read and what the ">" read just returned (msgs, maybe none). That
 // happens when Redis served a read whose reply never arrived and go-redis
 // retried the command on a new connection (it does for EOF): the retry reads
 // later entries, and the lost ones would wait in the pending list until the
@@ -246,10 +276,10 @@ func (c *consumer) lostReply(ctx context.Context, msgs []redis.XMessage) (bool, 
 }
 
 func (c *consumer) resumeCursor() string {
-	if c.lastDelivered == "" {
+	if c.lastRead == "" {
 		return "0"
 	}
-	return c.lastDelivered
+	return c.lastRead
 }
 
 // createGroup creates the missing group at StartID, retrying Redis errors
@@ -313,32 +343,18 @@ func (c *consumer) deliver(ctx context.Context, xm *redis.XMessage) bool {
 		c.acks.add(xm.ID)
 		return true
 	}
-	md := make(message.Metadata, len(xm.Values)+2)
-	for k, v := range xm.Values {
-		if s, ok := v.(string); ok {
-			md[k] = s
-		}
-	}
-	md[MetadataEntryID] = xm.ID
-	md[MetadataEntryTime] = idTime(xm.ID)
-
-	cfg := &c.s.cfg
-	backoff := newBackoff(cfg.NackBackoff, cfg.NackBackoffMax)
-	for first := true; ; first = false {
+	var backoff *backoff // only after a nack
+	for {
+		// A new message per attempt (Watermill messages are acked once), and
+		// a fresh copy of the fields: a handler may have changed the last one.
 		msg := message.NewMessage(xm.ID, nil)
-		if first {
-			msg.Metadata = md
-		} else {
-			// A handler may have changed the metadata of the nacked one.
-			msg.Metadata = make(message.Metadata, len(md))
-			for k, v := range xm.Values {
-				if s, ok := v.(string); ok {
-					msg.Metadata[k] = s
-				}
+		for k, v := range xm.Values {
+			if s, ok := v.(string); ok {
+				msg.Metadata[k] = s
 			}
-			msg.Metadata[MetadataEntryID] = xm.ID
-			msg.Metadata[MetadataEntryTime] = idTime(xm.ID)
 		}
+		msg.Metadata[MetadataEntryID] = xm.ID
+		msg.Metadata[MetadataEntryTime] = idTime(xm.ID)
 		msg.SetContext(ctx)
 		if ctx.Err() != nil {
 			return false // select below would pick at random
@@ -355,6 +371,9 @@ func (c *consumer) deliver(ctx context.Context, xm *redis.XMessage) bool {
 		}
 		if !settled {
 			return false
+		}
+		if backoff == nil {
+			backoff = newBackoff(c.s.cfg.NackBackoff, c.s.cfg.NackBackoffMax)
 		}
 		if !sleepCtx(ctx, backoff.next()) {
 			return false
