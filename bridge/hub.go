@@ -383,8 +383,12 @@ func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, complete, windowOldes
 	if held && c.pos.Less(windowOldest) && (!have || windowOldest.Less(oldest)) {
 		oldest, have = windowOldest, true
 	}
+	skip := oldest
 	if !have {
+		// Trimmed to empty: the contract names the last generated id, which
+		// is itself gone; nothing at or before it is delivered.
 		oldest = info.LastGeneratedID
+		skip = oldest.Next()
 	}
 	requested := q.ID
 	if q.Mode == ResumeSince {
@@ -392,7 +396,7 @@ func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, complete, windowOldes
 	}
 	c.gapFrame = controlFrame("gap", "requested", requested, "oldest", oldest)
 	c.gapReported = true
-	c.skipBelow = oldest
+	c.skipBelow = skip
 	c.hub.hooks.Gap()
 }
 
