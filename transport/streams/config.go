@@ -27,8 +27,8 @@ const (
 // Hooks receive ingest metrics. Implementations must be cheap and safe for
 // concurrent use; the package imports no metrics library itself.
 type Hooks interface {
-	// EntriesRead is called once per XREADGROUP reply with its entry count
-	// (also the batch size), pending re-reads included.
+	// EntriesRead is called once per non-empty XREADGROUP reply with its
+	// entry count (also the batch size), pending re-reads included.
 	EntriesRead(n int)
 	// AcksFlushed is called after each successful XACK with the ids it carried.
 	AcksFlushed(n int)

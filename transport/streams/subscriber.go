@@ -208,14 +208,11 @@ func (c *consumer) run(ctx context.Context) {
 		}
 		backoff.reset()
 		c.groupKnown = true
-		cfg.Hooks.EntriesRead(len(msgs))
-		if pending && len(msgs) == 0 {
-			pending = false
-			continue
-		}
 		if len(msgs) == 0 {
+			pending = false // our pending list is drained (or was empty)
 			continue
 		}
+		cfg.Hooks.EntriesRead(len(msgs))
 		// Read-ahead: hand the batch over and read the next one while it is
 		// delivered, so Redis round trips overlap with the handlers.
 		select {
