@@ -54,7 +54,6 @@ type Cursor struct {
 	caughtUpLast ID
 	caughtUp     bool
 	gapFrame     []byte
-	gapReported  bool
 	skipBelow    ID // after a gap: ids older than the gap's oldest are not sent
 	page         *page
 	pageAt       int

@@ -90,13 +90,6 @@ func (s *memStore) firstID() (ID, bool) {
 	return s.entries[0].id, true
 }
 
-func (s *memStore) has(id ID) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := slices.BinarySearchFunc(s.entries, id, func(e memEntry, id ID) int { return e.id.Compare(id) })
-	return ok
-}
-
 func (s *memStore) Range(ctx context.Context, from ID, count int) ([]*Event, ID, error) {
 	s.ranges.Add(1)
 	if g := s.gate; g != nil {

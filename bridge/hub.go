@@ -395,7 +395,6 @@ func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, complete, windowOldes
 		requested = ID{Ms: q.SinceMs}
 	}
 	c.gapFrame = controlFrame("gap", "requested", requested, "oldest", oldest)
-	c.gapReported = true
 	c.skipBelow = skip
 	c.hub.hooks.Gap()
 }
