@@ -2,6 +2,7 @@ package wspool
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -14,8 +15,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gobwas/ws"
 )
 
 // hub is a broadcast log for benchmarks: one publisher appends shared
@@ -237,6 +241,21 @@ func TestIdleMemory(t *testing.T) {
 	_ = child
 }
 
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func childCPU(t *testing.T, c *benchChild, before string) time.Duration {
+	b, _ := strconv.ParseInt(before, 10, 64)
+	a, _ := strconv.ParseInt(c.ask(t, "cpu"), 10, 64)
+	return time.Duration(a - b)
+}
+
+func perDelivery(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(n) }
+
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func TestFanout(t *testing.T) {
@@ -264,6 +283,7 @@ func TestFanout(t *testing.T) {
 	}
 	// (a) 20 broadcasts/s.
 	child.ask(t, "reset")
+	cpu0, ccpu0 := cpuTime(), child.ask(t, "cpu")
 	tick := time.NewTicker(50 * time.Millisecond)
 	for i := 0; i < 20*secs; i++ {
 		<-tick.C
@@ -271,11 +291,13 @@ func TestFanout(t *testing.T) {
 	}
 	tick.Stop()
 	time.Sleep(500 * time.Millisecond)
-	t.Logf("(a) 20/s x %ds, %d clients: %s", secs, n, child.ask(t, "stats"))
+	t.Logf("(a) 20/s x %ds, %d clients: %s; server CPU %.2fµs/delivery, client CPU %.2fµs/delivery",
+		secs, n, child.ask(t, "stats"), perDelivery(cpuTime()-cpu0, 20*secs*n), perDelivery(childCPU(t, child, ccpu0), 20*secs*n))
 
 	// (b) as fast as the publisher can wake everyone, K broadcasts.
 	k := envInt("NB_BURST", 1000)
 	child.ask(t, "reset")
+	cpu0, ccpu0 = cpuTime(), child.ask(t, "cpu")
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	start := time.Now()
@@ -294,9 +316,9 @@ func TestFanout(t *testing.T) {
 	})
 	el := time.Since(start)
 	runtime.ReadMemStats(&ms1)
-	t.Logf("(b) %d broadcasts x %d clients in %v (publish %v): %.0f deliveries/s, no loss; %.3f allocs/delivery; %s",
+	t.Logf("(b) %d broadcasts x %d clients in %v (publish %v): %.0f deliveries/s, no loss; %.3f allocs/delivery; server CPU %.2fµs/delivery, client CPU %.2fµs/delivery; %s",
 		k, n, el.Round(time.Millisecond), pub.Round(time.Millisecond), float64(k*n)/el.Seconds(),
-		float64(ms1.Mallocs-ms0.Mallocs)/float64(k*n), child.ask(t, "stats"))
+		float64(ms1.Mallocs-ms0.Mallocs)/float64(k*n), perDelivery(cpuTime()-cpu0, k*n), perDelivery(childCPU(t, child, ccpu0), k*n), child.ask(t, "stats"))
 }
 
 // TestBenchClientHelper is the client process of the benchmarks.
@@ -323,16 +345,34 @@ func TestBenchClientHelper(t *testing.T) {
 			opened.Add(1)
 			<-sem
 			st := stats[i]
+			buf := make([]byte, 512)
 			for {
-				f, err := c.readFrame(t, time.Hour)
-				if err != nil {
+				// No read deadline: per-read timers would cost the client
+				// more than the server spends per delivery.
+				hd, err := ws.ReadHeader(c.br)
+				if err != nil || hd.Length > int64(len(buf)) {
+					return
+				}
+				p := buf[:hd.Length]
+				if _, err := io.ReadFull(c.br, p); err != nil {
+					return
+				}
+				switch hd.OpCode {
+				case ws.OpPing:
+					// Browsers answer pings; so do we, or the pool would
+					// close us as silent after two ping intervals.
+					if err := ws.WriteFrame(c.nc, ws.MaskFrame(ws.NewPongFrame(slices.Clone(p)))); err != nil {
+						return
+					}
+					continue
+				case ws.OpText:
+				default:
 					return
 				}
 				now := time.Now().UnixNano()
-				p := string(f.Payload)
-				if i := strings.Index(p, `{"t":`); i == 0 {
-					end := strings.IndexByte(p, ',')
-					ts, _ := strconv.ParseInt(p[5:end], 10, 64)
+				if bytes.HasPrefix(p, []byte(`{"t":`)) {
+					end := bytes.IndexByte(p, ',')
+					ts, _ := strconv.ParseInt(string(p[5:end]), 10, 64)
 					st.mu.Lock()
 					st.lat = append(st.lat, now-ts)
 					st.cnt++
@@ -348,6 +388,8 @@ func TestBenchClientHelper(t *testing.T) {
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		switch in.Text() {
+		case "cpu":
+			fmt.Println(int64(cpuTime()))
 		case "reset":
 			for _, s := range stats {
 				s.mu.Lock()
