@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,4 +146,92 @@ func BenchmarkReconnectStorm(b *testing.B) {
 	if got := s.ranges.Load() + s.revs.Load() + s.infos.Load() - reads; got != 0 {
 		b.Fatalf("%d Redis reads during the storm", got)
 	}
+}
+
+// BenchmarkReconnectStormFromRedis: 10k connections resume at once (64
+// handshakes in parallel, Redis round trip 200 µs) from the same id older
+// than the window (200 entries of history to page through, 10 of them each
+// client's own). Pages and XINFO calls are shared: the Redis calls per storm
+// are reported and stay flat however many clients there are. The page cache
+// outlives a storm, so later storms read less than the first.
+func BenchmarkReconnectStormFromRedis(b *testing.B) {
+	const clients = 10000
+	s := newMemStore()
+	resumeFrom := s.add(b, "user:nobody", "", "0", 1)
+	for i := range 200 {
+		s.add(b, "user:u"+strconv.Itoa(i%20), "alarm.x", `{"n":1}`, 1)
+	}
+	s.rtt = 200 * time.Microsecond
+	h, err := NewHub(Config{WindowBytes: 8 << 10, BackfillPage: 64, CursorInterval: time.Hour}, s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	if _, err := h.Warm(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	query := url.Values{"last_event_id": {resumeFrom.ID.String()}}
+	type conn struct {
+		c    *Cursor
+		p    *benchPeer
+		done bool
+	}
+	conns := make([]conn, clients)
+	bufs := make([][]byte, 0, 64)
+	ranges, infos := s.ranges.Load(), s.infos.Load()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var wg sync.WaitGroup
+		const par = 64
+		for k := range par {
+			wg.Go(func() {
+				for j := k; j < clients; j += par {
+					p := &benchPeer{}
+					c, err := h.Accept(p, "u"+strconv.Itoa(j%20), nil, query, "")
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					conns[j] = conn{c: c, p: p}
+				}
+			})
+		}
+		wg.Wait()
+		left := clients
+		deadline := time.Now().Add(30 * time.Second)
+		for left > 0 {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d clients not caught up", left)
+			}
+			progress := false
+			for j := range conns {
+				c := &conns[j]
+				if c.done || !c.p.woken.Swap(false) {
+					continue
+				}
+				progress = true
+				for {
+					bufs = c.c.Pull(bufs[:0], 1<<16)
+					if len(bufs) == 0 {
+						break
+					}
+					if c.c.caughtUp && !c.done {
+						c.done = true
+						left--
+					}
+				}
+			}
+			if !progress {
+				time.Sleep(50 * time.Microsecond)
+			}
+		}
+		for j := range conns {
+			conns[j].c.Closed()
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(s.ranges.Load()-ranges)/float64(b.N), "xrange/storm")
+	b.ReportMetric(float64(s.infos.Load()-infos)/float64(b.N), "xinfo/storm")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/clients, "ns/client")
 }

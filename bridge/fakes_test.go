@@ -26,7 +26,9 @@ type memStore struct {
 	clock      uint64
 
 	// gate, when set, blocks Range until it is closed (sharing tests).
-	gate   chan struct{}
+	gate chan struct{}
+	// rtt, when set, is added to every call, like a network round trip.
+	rtt    time.Duration
 	ranges atomic.Int64
 	revs   atomic.Int64
 	infos  atomic.Int64
@@ -92,6 +94,9 @@ func (s *memStore) firstID() (ID, bool) {
 
 func (s *memStore) Range(ctx context.Context, from ID, count int) ([]*Event, ID, error) {
 	s.ranges.Add(1)
+	if s.rtt > 0 {
+		time.Sleep(s.rtt)
+	}
 	if g := s.gate; g != nil {
 		select {
 		case <-g:
@@ -136,6 +141,9 @@ func (s *memStore) RevRange(_ context.Context, before ID, count int) ([]*Event, 
 
 func (s *memStore) Info(context.Context) (StreamInfo, error) {
 	s.infos.Add(1)
+	if s.rtt > 0 {
+		time.Sleep(s.rtt)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	info := StreamInfo{

@@ -37,9 +37,10 @@ type Hub struct {
 	hooks  Hooks
 	logger *zap.Logger
 
-	w   *window
-	reg *registry
-	bf  *backfill
+	w    *window
+	reg  *registry
+	bf   *backfill
+	info infoFlight
 
 	// appends counts events ever appended; the ticker compares it with what
 	// a cursor last reported, without the window lock.
@@ -320,11 +321,9 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 	w.mu.Unlock()
 
 	var info *StreamInfo
-	getInfo := func() (*StreamInfo, error) {
-		if info == nil {
-			ctx, cancel := context.WithTimeout(h.ctx, storeTimeout)
-			defer cancel()
-			i, err := h.store.Info(ctx)
+	getInfo := func(fresh bool) (*StreamInfo, error) {
+		if info == nil || fresh {
+			i, err := h.info.get(h.ctx, h.store, fresh)
 			if err != nil {
 				return nil, fmt.Errorf("bridge: reading stream info: %w", err)
 			}
@@ -333,7 +332,12 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 		return info, nil
 	}
 	if q.Mode == ResumeAfterID && head.Less(q.ID) {
-		i, err := getInfo()
+		i, err := getInfo(false)
+		if err == nil && i.LastGeneratedID.Less(q.ID) {
+			// A shared answer may predate the id; ask once more before
+			// refusing.
+			i, err = getInfo(true)
+		}
 		if err != nil {
 			c.unregister()
 			return nil, err
@@ -349,7 +353,7 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 	case inWindow:
 		h.hooks.Resumed(ResumeFromWindow)
 	default:
-		i, err := getInfo()
+		i, err := getInfo(false)
 		if err != nil {
 			c.unregister()
 			return nil, err
@@ -423,5 +427,53 @@ func (h *Hub) tick() {
 				}
 			})
 		}
+	}
+}
+
+// infoFlight shares one XINFO STREAM among the handshakes that need it at the
+// same moment, so a reconnect storm from before the window costs a few XINFO
+// calls, not one per client. A handshake may thus see an answer a moment
+// older than itself: a trim in that moment is caught when its replay pages
+// are read (the page's own XINFO), and the connection is closed with 1013 to
+// resume and see the gap.
+type infoFlight struct {
+	mu   sync.Mutex
+	call *infoCall // guarded by mu; the call in flight, if any
+}
+
+type infoCall struct {
+	done chan struct{}
+	info StreamInfo
+	err  error
+}
+
+// get returns the in-flight call's answer, or makes a call; fresh always
+// makes a new call.
+func (f *infoFlight) get(ctx context.Context, store Store, fresh bool) (StreamInfo, error) {
+	f.mu.Lock()
+	c := f.call
+	if c == nil || fresh {
+		c = &infoCall{done: make(chan struct{})}
+		if !fresh {
+			f.call = c
+		}
+		f.mu.Unlock()
+		cctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		c.info, c.err = store.Info(cctx)
+		cancel()
+		f.mu.Lock()
+		if f.call == c {
+			f.call = nil
+		}
+		f.mu.Unlock()
+		close(c.done)
+		return c.info, c.err
+	}
+	f.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.info, c.err
+	case <-time.After(storeTimeout):
+		return StreamInfo{}, errors.New("timed out waiting for XINFO STREAM")
 	}
 }
