@@ -95,7 +95,10 @@ type publishRequest struct {
 }
 
 func publishHandler(w http.ResponseWriter, r *http.Request, publish PublishFunc) {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+	// Insisting on application/json makes a cross-site POST need a CORS
+	// preflight, which nothing here answers: another site open in the same
+	// browser cannot publish through a developer's local bridge.
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		oneLine(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 		return
 	}

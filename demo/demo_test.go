@@ -97,7 +97,7 @@ func TestPublish(t *testing.T) {
 		t.Fatalf("publish called with %+v, want %+v", got, want)
 	}
 	// type may be omitted (the bridge's default applies); data may be any JSON value.
-	if resp, body := post(t, srv.URL+"/demo/publish", "", `{"to":"*","data":"hello"}`); resp.StatusCode != 200 {
+	if resp, body := post(t, srv.URL+"/demo/publish", "application/json; charset=utf-8", `{"to":"*","data":"hello"}`); resp.StatusCode != 200 {
 		t.Fatalf("POST without type: %d %q", resp.StatusCode, body)
 	}
 	if got[1] != (call{"*", "", `"hello"`}) {
@@ -128,6 +128,7 @@ func TestPublishRefusals(t *testing.T) {
 		{"bad entry", "application/json", `{"to":"bad","data":1}`, 400, "unknown recipient prefix"},
 		{"redis down", "application/json", `{"to":"user:down","data":1}`, 502, "publish failed"},
 		{"form post", "application/x-www-form-urlencoded", `to=*`, 415, "application/json"},
+		{"no content type", "", `{"to":"*","data":1}`, 415, "application/json"},
 		{"too large", "application/json", `{"to":"*","data":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "larger than"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

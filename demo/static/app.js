@@ -17,6 +17,7 @@ const kinds = {
 };
 
 let conn;
+let pauseTimer;
 let seen = new Set();
 // True from a reconnect or a manual resume until caught_up: the events that
 // arrive meanwhile are the ones the page missed, and are tagged so.
@@ -83,6 +84,8 @@ function start(lastEventId) {
 // shows what this person would have seen.
 function restart() {
   conn?.close();
+  clearInterval(pauseTimer);
+  $('#pause').disabled = false;
   seen = new Set();
   resuming = false;
   Object.keys(counts).forEach((k) => (counts[k] = 0));
@@ -173,10 +176,10 @@ function pause() {
     $('#pause-note').textContent = `Disconnected${resumeFrom ? ` after ${resumeFrom}` : ''}. Publish now: nothing will be lost.`;
   };
   tick();
-  const timer = setInterval(() => {
+  pauseTimer = setInterval(() => {
     left--;
     if (left > 0) return tick();
-    clearInterval(timer);
+    clearInterval(pauseTimer);
     btn.disabled = false;
     $('#pause-note').textContent = `Resumed from ${resumeFrom ?? 'the start'}: tagged alarms arrived on resume.`;
     resuming = true;
