@@ -29,11 +29,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import weakref
 from typing import Any, Dict, Optional
 
 import redis
-import redis.asyncio
 
 try:  # Subclass Channels' base when it is installed, for isinstance checks and extensions.
     from channels.layers import BaseChannelLayer as _Base
@@ -69,19 +67,11 @@ class NotifyBridgeChannelLayer(_Base):
             super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
         self.url = url
         self.stream = stream
-        self._clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]" = (
-            weakref.WeakKeyDictionary())
-
-    def _client(self) -> redis.asyncio.Redis:
-        # An asyncio connection belongs to the loop that opened it, and
-        # async_to_sync from a plain Django view may run each call on a new
-        # loop: keep one client per loop, dropped with its loop.
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = redis.asyncio.Redis.from_url(self.url)
-            self._clients[loop] = client
-        return client
+        # The synchronous client, called from an executor thread: its pool
+        # is not tied to an event loop, and async_to_sync in a plain Django
+        # view runs each call on a loop of its own, which would leave an
+        # asyncio client's connections behind on every call.
+        self._redis = redis.Redis.from_url(url)
 
     @staticmethod
     def entry(group: str, message: Dict[str, Any]) -> Dict[str, str]:
@@ -103,16 +93,15 @@ class NotifyBridgeChannelLayer(_Base):
         return fields
 
     async def group_send(self, group: str, message: Dict[str, Any]) -> None:
-        await self._client().xadd(self.stream, self.entry(group, message))
+        fields = self.entry(group, message)
+        await asyncio.get_running_loop().run_in_executor(None, self._redis.xadd, self.stream, fields)
 
     async def flush(self) -> None:
-        # Only the running loop's client can be closed from here.
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.close()
+        # Nothing is buffered: every group_send is in Redis when it returns.
+        pass
 
     async def close(self) -> None:
-        await self.flush()
+        self._redis.close()
 
     # The receiving half of the channel layer API.
 
