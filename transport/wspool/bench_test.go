@@ -3,6 +3,7 @@ package wspool
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -184,9 +185,10 @@ type benchChild struct {
 	out *bufio.Reader
 }
 
-func startChild(t *testing.T, addr string, n int) *benchChild {
+func startChild(t *testing.T, addr string, n int, env ...string) *benchChild {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchClientHelper$", "-test.v=false")
 	cmd.Env = append(os.Environ(), "NB_BENCH_CLIENT="+addr, "NB_CONNS="+strconv.Itoa(n))
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
@@ -255,6 +257,93 @@ func childCPU(t *testing.T, c *benchChild, before string) time.Duration {
 }
 
 func perDelivery(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(n) }
+
+// dialNoRead opens a WebSocket with a 4 KiB receive buffer and never reads
+// past the handshake response.
+func dialNoRead(t testing.TB, addr, target string) net.Conn {
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(nc, "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", target)
+	return nc
+}
+
+// TestSlowClient: 200 reading clients, then the same with one client that
+// never reads; broadcasts of 1 KB at full speed. The slow one must be
+// closed after write_timeout while the others get everything.
+func TestSlowClient(t *testing.T) {
+	benchEnabled(t)
+	k := envInt("NB_BURST", 20000)
+	wt := 2 * time.Second
+	h := &hub{frames: make([][]byte, 2*k+1)}
+	var slowAt atomic.Int64
+	hooks := &slowHooks{at: &slowAt}
+	s, conns := benchServer(t, h, func(c *Config) { c.WriteTimeout = wt; c.Hooks = hooks })
+	child := startChild(t, s.Addr().String(), 200)
+	phase := func(name string) {
+		all := conns()
+		child.ask(t, "reset")
+		start := time.Now()
+		for i := 0; i < k; i++ {
+			p := fmt.Appendf(nil, `{"t":%d,"pad":"`, time.Now().UnixNano())
+			p = append(p, strings.Repeat("p", 1000-len(p)-2)...)
+			p = append(p, `"}`...)
+			h.publish(textFrame(string(p)))
+			for _, c := range all {
+				c.Wake()
+			}
+		}
+		want := strconv.Itoa(k * 200)
+		eventually(t, 120*time.Second, func() error {
+			if got := child.ask(t, "count"); got != want {
+				return fmt.Errorf("delivered %s of %s", got, want)
+			}
+			return nil
+		})
+		t.Logf("%s: %d x 1 KB to 200 readers in %v: %s", name, k, time.Since(start).Round(time.Millisecond), child.ask(t, "stats"))
+	}
+	eventually(t, 30*time.Second, func() error {
+		if n := len(conns()); n != 200 {
+			return fmt.Errorf("%d conns", n)
+		}
+		return nil
+	})
+	phase("without the slow client")
+	startChild(t, s.Addr().String(), 1, "NB_NOREAD=1")
+	eventually(t, 30*time.Second, func() error {
+		if n := len(conns()); n != 201 {
+			return fmt.Errorf("%d conns", n)
+		}
+		return nil
+	})
+	start := time.Now()
+	phase("with the slow client   ")
+	eventually(t, 3*wt+10*time.Second, func() error {
+		if slowAt.Load() == 0 {
+			return errors.New("slow client not closed")
+		}
+		return nil
+	})
+	eventually(t, 5*time.Second, func() error {
+		if n := s.Conns(); n != 200 {
+			return fmt.Errorf("%d conns", n)
+		}
+		return nil
+	})
+	t.Logf("slow client closed %v after the burst started (write_timeout %v); the 200 readers stay open",
+		(time.Duration(slowAt.Load()-start.UnixNano())).Round(time.Millisecond), wt)
+}
+
+type slowHooks struct {
+	nopHooks
+	at *atomic.Int64
+}
+
+func (h *slowHooks) SlowClosed(string) { h.at.CompareAndSwap(0, time.Now().UnixNano()) }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
@@ -334,6 +423,7 @@ func TestBenchClientHelper(t *testing.T) {
 		cnt int64
 	}
 	stats := make([]*stat, n)
+	noRead := os.Getenv("NB_NOREAD") == "1"
 	sem := make(chan struct{}, 64)
 	var wg sync.WaitGroup
 	var opened atomic.Int64
@@ -341,11 +431,18 @@ func TestBenchClientHelper(t *testing.T) {
 		stats[i] = &stat{}
 		sem <- struct{}{}
 		wg.Go(func() {
+			if noRead {
+				nc := dialNoRead(t, addr, "/ws?user=slow"+strconv.Itoa(i))
+				defer nc.Close()
+				opened.Add(1)
+				<-sem
+				select {} // hold the connection, never read
+			}
 			c := dialWS(t, addr, "/ws?user=c"+strconv.Itoa(i))
 			opened.Add(1)
 			<-sem
 			st := stats[i]
-			buf := make([]byte, 512)
+			buf := make([]byte, 4096)
 			for {
 				// No read deadline: per-read timers would cost the client
 				// more than the server spends per delivery.
