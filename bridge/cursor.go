@@ -165,9 +165,10 @@ func (c *Cursor) Pull(bufs [][]byte, maxBytes int) [][]byte {
 		}
 		bufs = c.deliver(bufs, ev, &size)
 	}
+	head := w.head
 	if exhausted {
-		if c.pos.Less(w.head) {
-			c.pos = w.head
+		if c.pos.Less(head) {
+			c.pos = head
 		}
 		if !c.caughtUp {
 			bufs = c.appendCaughtUp(bufs, &size)
@@ -178,7 +179,10 @@ func (c *Cursor) Pull(bufs [][]byte, maxBytes int) [][]byte {
 	if wasCaughtUp && len(bufs) > liveFrom {
 		c.observeLag(bufs[liveFrom:])
 	}
-	if c.wantCursor.Swap(false) && exhausted && len(bufs) == start && c.lastReported.Less(c.pos) {
+	// The cursor frame carries pos, but never beyond the head: a since
+	// resume in the future has a pos no entry has, which a client must not
+	// store (resuming from it would be "id is in the future").
+	if c.wantCursor.Swap(false) && exhausted && len(bufs) == start && c.lastReported.Less(c.pos) && !head.Less(c.pos) {
 		bufs = append(bufs, controlFrame1("cursor", "last", c.pos))
 		c.lastReported = c.pos
 	}

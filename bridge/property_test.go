@@ -60,8 +60,8 @@ func TestPropertyHub(t *testing.T) {
 	}
 	var st propStats
 	defer func() {
-		t.Logf("%d schedules from seed %d: %d connections, %d resumed from Redis, %d ahead of the head, %d gaps, %d closed 1013, %d events delivered",
-			n, seed0, st.conns, st.backfill, st.ahead, st.gaps, st.slow, st.events)
+		t.Logf("%d schedules from seed %d: %d connections, %d resumed from Redis, %d ahead of the head, %d gaps, %d closed 1013, %d events delivered, %d cursor frames",
+			n, seed0, st.conns, st.backfill, st.ahead, st.gaps, st.slow, st.events, st.cursors)
 	}()
 	for i := range n {
 		seed := seed0 + uint64(i)
@@ -75,24 +75,31 @@ func TestPropertyHub(t *testing.T) {
 }
 
 type schedule struct {
-	t   *testing.T
-	rnd *rand.Rand
-	b   propBackend
-	mem *memStore
-	h   *Hub
+	t     *testing.T
+	rnd   *rand.Rand
+	b     propBackend
+	mem   *memStore
+	nodes []*node
 
-	hist     []*Event // every good entry, ascending
-	ingested int      // hist[:ingested] went through Append (or Warm)
-	trimmed  int      // hist[:trimmed] are deleted from the stream
-	conns    []*propConn
-	resumes  []ID // ids clients have stored (events, caught_up.last)
-	log      []string
-	st       *propStats
+	hist    []*Event // every good entry, ascending
+	trimmed int      // hist[:trimmed] are deleted from the stream
+	conns   []*propConn
+	resumes []ID // ids clients have stored (events, caught_up.last)
+	log     []string
+	st      *propStats
 }
 
-type propStats struct{ conns, backfill, ahead, gaps, slow, events int }
+type propStats struct{ conns, backfill, ahead, gaps, slow, events, cursors int }
+
+// node is one bridge instance: its Hub and how far its ingest got.
+type node struct {
+	h        *Hub
+	name     string
+	ingested int // hist[:ingested] went through Append (or Warm)
+}
 
 type propConn struct {
+	n         *node
 	tc        *tconn
 	name      string
 	user      string
@@ -154,21 +161,27 @@ func (s *schedule) run() error {
 		k := s.rnd.IntN(len(s.hist))
 		s.trimHist(k)
 	}
-	h, err := NewHub(cfg, s.b)
-	if err != nil {
-		return err
-	}
-	s.h = h
-	defer func() {
-		if err := h.Close(); err != nil {
-			s.t.Errorf("Close: %v", err)
+	// One or two nodes over the same stream, each with its own window and
+	// ingest progress; clients move between them.
+	for i := range 1 + s.rnd.IntN(2) {
+		if i > 0 {
+			cfg.WindowBytes = int64(200 * (2 + s.rnd.IntN(12)))
 		}
-	}()
-	if _, err := h.Warm(context.Background()); err != nil {
-		return err
+		h, err := NewHub(cfg, s.b)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := h.Close(); err != nil {
+				s.t.Errorf("Close: %v", err)
+			}
+		}()
+		if _, err := h.Warm(context.Background()); err != nil {
+			return err
+		}
+		s.nodes = append(s.nodes, &node{h: h, name: "n" + strconv.Itoa(i), ingested: len(s.hist)})
+		s.logf("n%d warm window=%d page=%d head=%s", i, cfg.WindowBytes, cfg.BackfillPage, h.Head())
 	}
-	s.ingested = len(s.hist)
-	s.logf("warm window=%d page=%d head=%s", cfg.WindowBytes, cfg.BackfillPage, h.Head())
 
 	steps := 20 + s.rnd.IntN(60)
 	for range steps {
@@ -177,10 +190,14 @@ func (s *schedule) run() error {
 		case r < 5:
 			s.produce()
 		case r < 9:
-			err = s.ingest(1 + s.rnd.IntN(3))
+			err = s.ingest(s.nodes[s.rnd.IntN(len(s.nodes))], 1+s.rnd.IntN(3))
 		case r < 10:
 			s.waitPages()
-			s.trimHist(s.trimmed + s.rnd.IntN(s.ingested-s.trimmed+1))
+			ingested := len(s.hist)
+			for _, n := range s.nodes {
+				ingested = min(ingested, n.ingested)
+			}
+			s.trimHist(s.trimmed + s.rnd.IntN(ingested-s.trimmed+1))
 		case r < 13:
 			err = s.connect()
 		case r < 18:
@@ -192,8 +209,10 @@ func (s *schedule) run() error {
 			return err
 		}
 	}
-	if err := s.ingest(len(s.hist)); err != nil {
-		return err
+	for _, n := range s.nodes {
+		if err := s.ingest(n, len(s.hist)); err != nil {
+			return err
+		}
 	}
 	for _, c := range s.conns {
 		if !c.closed && !c.slow {
@@ -210,6 +229,7 @@ func (s *schedule) run() error {
 		if c.wantGap {
 			s.st.gaps++
 		}
+		s.st.cursors += len(c.tc.controls("cursor"))
 		if c.slow {
 			s.st.slow++
 		}
@@ -246,41 +266,43 @@ func (s *schedule) trimHist(k int) {
 // waitPages lets pending backfill reads finish so a trim does not race them
 // (a trim between XRANGE and XINFO is handled conservatively, by 1013).
 func (s *schedule) waitPages() {
-	waitFor(s.t, 5*time.Second, "backfill pages", func() bool {
-		s.h.bf.mu.Lock()
-		defer s.h.bf.mu.Unlock()
-		return len(s.h.bf.pending) == 0
-	})
+	for _, n := range s.nodes {
+		waitFor(s.t, 5*time.Second, "backfill pages", func() bool {
+			n.h.bf.mu.Lock()
+			defer n.h.bf.mu.Unlock()
+			return len(n.h.bf.pending) == 0
+		})
+	}
 }
 
-func (s *schedule) ingest(k int) error {
-	for ; k > 0 && s.ingested < len(s.hist); k-- {
-		ev := s.hist[s.ingested]
-		if !s.h.Append(ev) {
-			return fmt.Errorf("Append(%s) = false for a new event", ev.ID)
+func (s *schedule) ingest(n *node, k int) error {
+	for ; k > 0 && n.ingested < len(s.hist); k-- {
+		ev := s.hist[n.ingested]
+		if !n.h.Append(ev) {
+			return fmt.Errorf("%s: Append(%s) = false for a new event", n.name, ev.ID)
 		}
-		s.ingested++
+		n.ingested++
 		if s.rnd.IntN(6) == 0 {
-			old := s.hist[s.rnd.IntN(s.ingested)]
-			if s.h.Append(old) {
-				return fmt.Errorf("redelivered Append(%s) = true", old.ID)
+			old := s.hist[s.rnd.IntN(n.ingested)]
+			if n.h.Append(old) {
+				return fmt.Errorf("%s: redelivered Append(%s) = true", n.name, old.ID)
 			}
 		}
 	}
-	s.logf("ingested %d head=%s", s.ingested, s.h.Head())
+	s.logf("%s ingested %d head=%s", n.name, n.ingested, n.h.Head())
 	return nil
 }
 
-func (s *schedule) windowComplete() ID {
-	s.h.w.mu.RLock()
-	defer s.h.w.mu.RUnlock()
-	return s.h.w.complete
+func (n *node) windowComplete() ID {
+	n.h.w.mu.RLock()
+	defer n.h.w.mu.RUnlock()
+	return n.h.w.complete
 }
 
-func (s *schedule) windowOldest() (ID, bool) {
-	s.h.w.mu.RLock()
-	defer s.h.w.mu.RUnlock()
-	return s.h.w.oldestLocked()
+func (n *node) windowOldest() (ID, bool) {
+	n.h.w.mu.RLock()
+	defer n.h.w.mu.RUnlock()
+	return n.h.w.oldestLocked()
 }
 
 func (s *schedule) connect() error {
@@ -296,7 +318,8 @@ func (s *schedule) connect() error {
 	}
 	filter := propFilter[s.rnd.IntN(len(propFilter))]
 	c.types, _ = ParseTypeFilter(filter)
-	head := s.h.Head()
+	c.n = s.nodes[s.rnd.IntN(len(s.nodes))]
+	head := c.n.h.Head()
 	lastGen := s.mem.lastGen
 	var query, header string
 	mode := ResumeLive
@@ -320,7 +343,7 @@ func (s *schedule) connect() error {
 	default:
 		// A future id is refused.
 		q := "last_event_id=" + lastGen.Next().String()
-		if _, err := tryAccept(s.h, c.user, c.groups, q, ""); err == nil || !strings.Contains(err.Error(), "id is in the future") {
+		if _, err := tryAccept(c.n.h, c.user, c.groups, q, ""); err == nil || !strings.Contains(err.Error(), "id is in the future") {
 			return fmt.Errorf("future id %s accepted or wrong error: %v", lastGen.Next(), err)
 		}
 		return nil
@@ -347,7 +370,7 @@ func (s *schedule) connect() error {
 		c.upLast = c.p
 	}
 	// What is gone for good at connect: trimmed and not in the window.
-	complete := s.windowComplete()
+	complete := c.n.windowComplete()
 	c.lost = map[ID]bool{}
 	for _, e := range s.hist[:s.trimmed] {
 		if c.p.Less(e.ID) && !complete.Less(e.ID) {
@@ -361,22 +384,22 @@ func (s *schedule) connect() error {
 		if first, ok := s.mem.firstID(); ok {
 			c.oldest, have = first, true
 		}
-		if o, ok := s.windowOldest(); ok && c.p.Less(o) && (!have || o.Less(c.oldest)) {
+		if o, ok := c.n.windowOldest(); ok && c.p.Less(o) && (!have || o.Less(c.oldest)) {
 			c.oldest, have = o, true
 		}
 		if !have {
 			c.oldest = lastGen
 		}
 	}
-	tc, err := tryAccept(s.h, c.user, c.groups, query, header)
+	tc, err := tryAccept(c.n.h, c.user, c.groups, query, header)
 	if err != nil {
 		return fmt.Errorf("%s Accept(%q, %q): %w", c.name, query, header, err)
 	}
 	c.tc = tc
 	c.fromStore = c.p.Less(complete)
 	s.conns = append(s.conns, c)
-	s.logf("%s connect user=%s groups=%v query=%q header=%q head=%s P=%s gap=%v",
-		c.name, c.user, c.groups, query, header, head, c.p, c.wantGap)
+	s.logf("%s connect %s user=%s groups=%v query=%q header=%q head=%s P=%s gap=%v",
+		c.name, c.n.name, c.user, c.groups, query, header, head, c.p, c.wantGap)
 	return nil
 }
 
@@ -400,6 +423,9 @@ func (s *schedule) pullOne() error {
 
 func (s *schedule) pull(c *propConn, full bool) error {
 	before := len(c.tc.frames)
+	if s.rnd.IntN(4) == 0 {
+		c.tc.c.wantCursor.Store(true) // as the cursor ticker does after silence
+	}
 	if full {
 		c.tc.drain(s.t)
 	} else {
@@ -410,7 +436,7 @@ func (s *schedule) pull(c *propConn, full bool) error {
 		case f.Control == "":
 			id, _ := ParseID(f.ID)
 			s.resumes = append(s.resumes, id)
-		case f.Control == "caught_up":
+		case f.Control == "caught_up" || f.Control == "cursor":
 			id, _ := ParseID(f.Last)
 			s.resumes = append(s.resumes, id)
 		}
@@ -434,11 +460,11 @@ func (s *schedule) checkSlow(c *propConn) error {
 	for _, id := range c.tc.ids() {
 		known, _ = ParseID(id)
 	}
-	complete := s.windowComplete()
+	complete := c.n.windowComplete()
 	// Trimmed during replay: the lost entries are gone, so whether they were
 	// for this connection is unknowable; any lost entry after known will do.
 	anyRecipient := c.tc.peer.reason == reasonTrimmed
-	for _, e := range s.hist[:s.ingested] {
+	for _, e := range s.hist[:c.n.ingested] {
 		if known.Less(e.ID) && !c.lost[e.ID] && !complete.Less(e.ID) && (anyRecipient || addressedTo(e, c.user, c.groups)) {
 			return nil
 		}
@@ -498,6 +524,11 @@ func (s *schedule) verify(c *propConn) error {
 	}
 	var got []string
 	caughtAt := -1
+	type cursorAt struct {
+		k    int
+		last ID
+	}
+	var cursors []cursorAt
 	for _, f := range frames {
 		switch f.Control {
 		case "":
@@ -510,6 +541,15 @@ func (s *schedule) verify(c *propConn) error {
 			if f.Last != c.upLast.String() {
 				return fmt.Errorf("caught_up.last %s, want %s", f.Last, c.upLast)
 			}
+		case "cursor":
+			if caughtAt < 0 {
+				return fmt.Errorf("cursor frame before caught_up")
+			}
+			id, err := ParseID(f.Last)
+			if err != nil {
+				return fmt.Errorf("cursor frame: %v", err)
+			}
+			cursors = append(cursors, cursorAt{len(got), id})
 		default:
 			return fmt.Errorf("unexpected frame %v", f)
 		}
@@ -523,6 +563,19 @@ func (s *schedule) verify(c *propConn) error {
 		}
 		if caughtAt < 0 {
 			return fmt.Errorf("no caught_up")
+		}
+	}
+	// Resuming from a cursor frame's last loses nothing and repeats nothing:
+	// exactly the wanted events up to it came before it.
+	for _, cf := range cursors {
+		n := 0
+		for _, id := range want {
+			if p, _ := ParseID(id); !cf.last.Less(p) {
+				n++
+			}
+		}
+		if n != cf.k {
+			return fmt.Errorf("cursor %s after %d events, but %d wanted events are at or before it", cf.last, cf.k, n)
 		}
 	}
 	if caughtAt >= 0 && caughtAt != wantUpTo {
