@@ -76,6 +76,8 @@ type Config struct {
 
 	// authExplicit is true when auth was set by the user, not derived.
 	authExplicit bool
+	// clientOnly skips the serve-only rules (see LoadClient).
+	clientOnly bool
 }
 
 // Default returns the contract defaults (contract §4).
@@ -203,9 +205,21 @@ func yamlParser(r io.Reader, set func(name, value string) error) error {
 	})
 }
 
-// Load is Default + Register + Parse + Validate, for the commands.
+// Load is Default + Register + Parse + Validate, for serve and config.
 func Load(name string, args []string, output io.Writer, extra func(*flag.FlagSet)) (*Config, *flag.FlagSet, error) {
+	return load(Default(), name, args, output, extra)
+}
+
+// LoadClient is Load for commands that only talk to Redis or the admin
+// server (publish, healthcheck): the serve-only rules on auth and demo do not
+// apply to them.
+func LoadClient(name string, args []string, output io.Writer, extra func(*flag.FlagSet)) (*Config, *flag.FlagSet, error) {
 	c := Default()
+	c.clientOnly = true
+	return load(c, name, args, output, extra)
+}
+
+func load(c *Config, name string, args []string, output io.Writer, extra func(*flag.FlagSet)) (*Config, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(output)
 	c.Register(fs)
@@ -320,14 +334,14 @@ func (c *Config) Validate() error {
 			bad("jwt_public_key_file", fmt.Errorf("cannot be read: %v", err))
 		}
 	}
-	if err := c.settleAuth(); err != nil {
+	if err := c.settleAuth(); err != nil && !c.clientOnly {
 		bad("auth", err)
 	}
 	if c.Demo.raw == "" {
 		// Unset: on for the zero-setup run only.
 		c.Demo.B = c.Embedded() && c.Auth == AuthNone
 	}
-	if c.Demo.B && c.Auth != AuthNone {
+	if c.Demo.B && c.Auth != AuthNone && !c.clientOnly {
 		bad("demo", errors.New("may be on only with auth=none (it publishes without credentials)"))
 	}
 	return errors.Join(errs...)

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-func load(t *testing.T, args []string, env map[string]string, file string) (*Config, error) {
+func loadT(t *testing.T, args []string, env map[string]string, file string) (*Config, error) {
 	t.Helper()
 	for k, v := range env {
 		t.Setenv(k, v)
@@ -30,7 +30,7 @@ func load(t *testing.T, args []string, env map[string]string, file string) (*Con
 func TestPrecedenceFlagOverEnvOverFileOverDefault(t *testing.T) {
 	file := "replay_window: 1MiB\nwrite_timeout: 3s\nstream: from-file\nmax-groups: 7\n"
 	env := map[string]string{"BRIDGE_WRITE_TIMEOUT": "4s", "BRIDGE_STREAM": "from-env"}
-	c, err := load(t, []string{"--stream", "from-flag"}, env, file)
+	c, err := loadT(t, []string{"--stream", "from-flag"}, env, file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestPrecedenceFlagOverEnvOverFileOverDefault(t *testing.T) {
 }
 
 func TestDefaultsMatchContract(t *testing.T) {
-	c, err := load(t, nil, nil, "")
+	c, err := loadT(t, nil, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestValidationNamesEachBadSetting(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			_, err := load(t, tc.args, nil, "")
+			_, err := loadT(t, tc.args, nil, "")
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
 			}
@@ -134,7 +134,7 @@ func TestValidationNamesEachBadSetting(t *testing.T) {
 }
 
 func TestValidationReportsEveryBadSettingAtOnce(t *testing.T) {
-	_, err := load(t, []string{"--replay-window", "0", "--write-timeout", "x", "--log-format", "xml"}, nil, "")
+	_, err := loadT(t, []string{"--replay-window", "0", "--write-timeout", "x", "--log-format", "xml"}, nil, "")
 	if err == nil {
 		t.Fatal("no error")
 	}
@@ -158,7 +158,7 @@ func TestAuthRule(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := load(t, tc.args, nil, "")
+			c, err := loadT(t, tc.args, nil, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -170,14 +170,14 @@ func TestAuthRule(t *testing.T) {
 }
 
 func TestUnknownFileKeyIsAnError(t *testing.T) {
-	_, err := load(t, nil, nil, "replay_windw: 1MiB\n")
+	_, err := loadT(t, nil, nil, "replay_windw: 1MiB\n")
 	if err == nil || !strings.Contains(err.Error(), "replay-windw") {
 		t.Fatalf("error = %v, want it to name the unknown key", err)
 	}
 }
 
 func TestPrintRedactsSecrets(t *testing.T) {
-	c, err := load(t, []string{"--jwt-secret", "hunter2", "--redis-url", "redis://user:p4ss@h:6379/0"}, nil, "")
+	c, err := loadT(t, []string{"--jwt-secret", "hunter2", "--redis-url", "redis://user:p4ss@h:6379/0"}, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func TestDemoDefault(t *testing.T) {
 		{[]string{"--jwt-secret", "s"}, false},
 	}
 	for _, tc := range cases {
-		c, err := load(t, tc.args, nil, "")
+		c, err := loadT(t, tc.args, nil, "")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	benchpkg "github.com/notifybridge/notifybridge/bench"
+	"github.com/notifybridge/notifybridge/bridge"
+	"github.com/notifybridge/notifybridge/config"
+	"github.com/notifybridge/notifybridge/publisher"
+)
+
+func printConfig(args []string, stdout, stderr io.Writer) error {
+	cfg, _, err := config.Load("notifybridge config", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	cfg.Print(stdout)
+	return nil
+}
+
+func publish(args []string, stdout, stderr io.Writer) error {
+	var to, typ, data string
+	var timeout time.Duration
+	cfg, _, err := config.LoadClient("notifybridge publish", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&to, "to", "", "recipients: user:<id>, group:<name> or *, comma-separated")
+		fs.StringVar(&typ, "type", "", "event type (default notification)")
+		fs.StringVar(&data, "data", "", "event data, a JSON value")
+		fs.DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for Redis")
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.Embedded() {
+		return errors.New("redis_url is not set: point --redis-url (or BRIDGE_REDIS_URL) at the bridge's Redis; " +
+			"a bridge running with the embedded Redis prints its address (redis://127.0.0.1:<port>) in its start log")
+	}
+	rc, err := openRedis(cfg)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	pub := publisher.New(rc.Client, cfg.Stream, limits(cfg))
+	id, err := pub.Publish(ctx, to, typ, data)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, id)
+	return nil
+}
+
+func limits(cfg *config.Config) bridge.Limits {
+	return bridge.Limits{MaxEventBytes: int(cfg.MaxEventBytes.Bytes), MaxRecipients: cfg.MaxRecipients.N}
+}
+
+// healthcheck probes /healthz on admin_listen, for images without curl.
+func healthcheck(args []string, stderr io.Writer) error {
+	cfg, _, err := config.LoadClient("notifybridge healthcheck", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	host, port, _ := net.SplitHostPort(cfg.AdminListen)
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	client := http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/healthz answered %s", resp.Status)
+	}
+	return nil
+}
+
+func bench(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("notifybridge bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o benchpkg.Options
+	var jsonOut bool
+	var report, svg, extra string
+	fs.StringVar(&o.Scenario, "scenario", "broadcast", "idle, broadcast, targeted or resume-storm")
+	fs.IntVar(&o.Clients, "clients", 1000, "WebSocket clients")
+	fs.IntVar(&o.Rate, "rate", 100, "events per second (0: as fast as possible)")
+	fs.IntVar(&o.Events, "events", 0, "events to publish (default rate × duration)")
+	fs.IntVar(&o.Size, "size", 200, "bytes of data per event")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "publishing time (idle: how long to hold)")
+	fs.IntVar(&o.Prefill, "prefill", 200000, "resume-storm: entries in the stream before the storm")
+	fs.IntVar(&o.Missed, "missed", 10, "resume-storm: events each client missed")
+	fs.StringVar(&o.Stream, "stream", "notifications", "stream key")
+	fs.StringVar(&o.WSURL, "ws-url", "", "bridge WebSocket URL (ws://host:8080/ws); empty starts a bridge with the embedded Redis")
+	fs.StringVar(&o.RedisURL, "redis-url", "", "the bridge's Redis (needed with --ws-url; without it, passed to the started bridge)")
+	fs.StringVar(&o.AdminURL, "admin-url", "", "the bridge's admin address (http://host:9090) for RSS, CPU and goroutines")
+	fs.StringVar(&extra, "bridge-args", "", "extra settings for the started bridge, space-separated")
+	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
+	fs.StringVar(&report, "report", "", "write an HTML report with charts to this file")
+	fs.StringVar(&svg, "svg", "", "write the latency-over-time chart as SVG to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.Extra = strings.Fields(extra)
+	o.Progress = stderr
+	if f, ok := stderr.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			o.Bar = true
+		}
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	res, err := benchpkg.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		if err := res.WriteJSON(stdout); err != nil {
+			return err
+		}
+	} else {
+		res.WriteTable(stdout)
+	}
+	if report != "" {
+		if err := res.WriteReport(report); err != nil {
+			return err
+		}
+	}
+	if svg != "" {
+		if err := res.SVG(svg); err != nil {
+			return err
+		}
+	}
+	if res.Failed() {
+		return fmt.Errorf("%d events lost, %d duplicated", res.Lost, res.Duplicated)
+	}
+	return nil
+}

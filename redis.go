@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/notifybridge/notifybridge/config"
+)
+
+// redisConn is the node's Redis: an external server from redis_url, or an
+// embedded in-memory one for zero-setup runs.
+type redisConn struct {
+	Client   redis.UniversalClient
+	URL      string // redacted form, safe to log
+	embedded *miniredis.Miniredis
+}
+
+func openRedis(cfg *config.Config) (*redisConn, error) {
+	if cfg.Embedded() {
+		m := miniredis.NewMiniRedis()
+		if err := m.StartAddr("127.0.0.1:0"); err != nil {
+			return nil, fmt.Errorf("embedded redis: %w", err)
+		}
+		url := "redis://" + m.Addr()
+		return &redisConn{Client: redis.NewClient(&redis.Options{Addr: m.Addr()}), URL: url, embedded: m}, nil
+	}
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis_url: %s", config.RedactURLError(err, cfg.RedisURL))
+	}
+	// Reads block up to ingest_block; the client's read timeout must outlast it.
+	opts.ReadTimeout = cfg.IngestBlock.Duration + 5*time.Second
+	opts.ContextTimeoutEnabled = true
+	return &redisConn{Client: redis.NewClient(opts), URL: config.RedactURL(cfg.RedisURL)}, nil
+}
+
+func (r *redisConn) Close() {
+	_ = r.Client.Close()
+	if r.embedded != nil {
+		r.embedded.Close()
+	}
+}
+
+// waitForRedis pings with capped exponential backoff until Redis answers or
+// ctx ends, logging each failure so a node that cannot start says why.
+func waitForRedis(ctx context.Context, c redis.UniversalClient, maxBackoff time.Duration, log *zap.Logger) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := c.Ping(pctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		log.Warn("redis not reachable, retrying", zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
