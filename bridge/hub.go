@@ -217,13 +217,14 @@ func prevID(id ID) ID {
 // entry after what the window holds is skipped.
 func (h *Hub) GroupRecreated() ID {
 	h.w.mu.Lock()
-	defer h.w.mu.Unlock()
 	if h.w.complete.Less(h.w.head) {
 		h.w.complete = h.w.head
 	}
+	head := h.w.head
+	h.w.mu.Unlock()
 	h.logger.Warn("ingest group recreated; resumes before the head now read from Redis",
-		zap.Stringer("head", h.w.head))
-	return h.w.head
+		zap.Stringer("head", head))
+	return head
 }
 
 // Append adds an event from ingest to the window and wakes the connections it

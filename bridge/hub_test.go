@@ -620,3 +620,89 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// countingHooks records what the Hub observes.
+type countingHooks struct {
+	mu                                   sync.Mutex
+	appended, evicted, gaps, reads, lags int
+	resumed                              map[ResumeSource]int
+	slow                                 map[string]int
+	windowEvents                         int
+	windowBytes                          int64
+}
+
+func (c *countingHooks) Appended()     { c.mu.Lock(); c.appended++; c.mu.Unlock() }
+func (c *countingHooks) Evicted(n int) { c.mu.Lock(); c.evicted += n; c.mu.Unlock() }
+func (c *countingHooks) WindowSize(n int, b int64) {
+	c.mu.Lock()
+	c.windowEvents, c.windowBytes = n, b
+	c.mu.Unlock()
+}
+func (c *countingHooks) Resumed(s ResumeSource)  { c.mu.Lock(); c.resumed[s]++; c.mu.Unlock() }
+func (c *countingHooks) BackfillRead(int)        { c.mu.Lock(); c.reads++; c.mu.Unlock() }
+func (c *countingHooks) Gap()                    { c.mu.Lock(); c.gaps++; c.mu.Unlock() }
+func (c *countingHooks) SlowClosed(cause string) { c.mu.Lock(); c.slow[cause]++; c.mu.Unlock() }
+func (c *countingHooks) Lag(time.Duration)       { c.mu.Lock(); c.lags++; c.mu.Unlock() }
+
+func TestHooks(t *testing.T) {
+	hooks := &countingHooks{resumed: map[ResumeSource]int{}, slow: map[string]int{}}
+	s := newMemStore()
+	h := newTestHub(t, Config{WindowBytes: 1000, BackfillPage: 2, Hooks: hooks}, s)
+	live := accept(t, h, "u", nil, "", "")
+	live.drain(t)
+	slow := accept(t, h, "u", nil, "", "")
+	var evs []*Event
+	for i := range 10 {
+		ev := s.add(t, "user:u", "", fmt.Sprint(i), 1)
+		h.Append(ev)
+		evs = append(evs, ev)
+		live.drain(t)
+	}
+	slow.drain(t)
+	s.trim(2)
+	inWindow := accept(t, h, "u", nil, "last_event_id="+evs[8].ID.String(), "")
+	inWindow.drain(t)
+	fromStore := accept(t, h, "u", nil, "last_event_id=0-0", "")
+	fromStore.drain(t)
+	hooks.mu.Lock()
+	defer hooks.mu.Unlock()
+	if hooks.appended != 10 || hooks.evicted == 0 || hooks.windowEvents == 0 || hooks.windowBytes > 1000 {
+		t.Errorf("window hooks: %+v", hooks)
+	}
+	if hooks.resumed[ResumeFromLive] != 2 || hooks.resumed[ResumeFromWindow] != 1 || hooks.resumed[ResumeFromStore] != 1 {
+		t.Errorf("resumed %v", hooks.resumed)
+	}
+	if hooks.gaps != 1 || hooks.reads == 0 || hooks.slow[causeEvicted] != 1 || hooks.lags == 0 {
+		t.Errorf("gaps %d reads %d slow %v lags %d", hooks.gaps, hooks.reads, hooks.slow, hooks.lags)
+	}
+}
+
+// TestCloseWhileBackfilling: Close returns while a page read is blocked in
+// the Store (it honours the context) and no goroutine is left (goleak in
+// TestMain); the waiting connection's Pull returns nothing.
+func TestCloseWhileBackfilling(t *testing.T) {
+	s := newMemStore()
+	for i := range 20 {
+		s.add(t, "user:u", "", fmt.Sprint(i), 1)
+	}
+	h, err := NewHub(Config{WindowBytes: 600, BackfillPage: 2}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Warm(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.gate = make(chan struct{}) // never opened
+	c := accept(t, h, "u", nil, "last_event_id=0-0", "")
+	if n := c.pull(t, 1<<20); n != 0 {
+		t.Fatalf("pulled %d frames while the page is pending", n)
+	}
+	waitFor(t, 2*time.Second, "the page read to start", func() bool { return s.ranges.Load() > 0 })
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.pull(t, 1<<20); n != 0 {
+		t.Fatalf("pulled %d frames after Close", n)
+	}
+	c.c.Closed()
+}
