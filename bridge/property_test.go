@@ -20,8 +20,9 @@ type propBackend interface {
 	Add(tb testing.TB, to, typ, data string) *Event
 	// AddBad appends an entry that does not decode.
 	AddBad() ID
-	// Trim deletes the n oldest entries (XTRIM MINID).
-	Trim(n int)
+	// TrimThrough deletes every entry with an id <= last (XTRIM MINID
+	// last.Next()).
+	TrimThrough(last ID)
 }
 
 type memBackend struct {
@@ -33,7 +34,15 @@ func (b memBackend) Add(tb testing.TB, to, typ, data string) *Event {
 	return b.add(tb, to, typ, data, uint64(b.rnd.IntN(3)))
 }
 func (b memBackend) AddBad() ID { return b.addBad() }
-func (b memBackend) Trim(n int) { b.trim(n) }
+func (b memBackend) TrimThrough(last ID) {
+	b.mu.Lock()
+	n := 0
+	for n < len(b.entries) && !last.Less(b.entries[n].id) {
+		n++
+	}
+	b.mu.Unlock()
+	b.trim(n)
+}
 
 // TestPropertyHub runs thousands of random schedules: producers append
 // targeted and broadcast events, ingest appends them (with redeliveries), the
@@ -46,9 +55,16 @@ func (b memBackend) Trim(n int) { b.trim(n) }
 //
 // BRIDGE_PROP_SEED=<n> replays one schedule; BRIDGE_PROP_N sets the count.
 func TestPropertyHub(t *testing.T) {
-	n := 3000
+	runPropertyHub(t, 3000, func(_ testing.TB, rnd *rand.Rand) propBackend {
+		return memBackend{memStore: newMemStore(), rnd: rnd}
+	})
+}
+
+// runPropertyHub runs n schedules (fewer with -short), each over a fresh
+// backend from newBackend, which must be an empty stream.
+func runPropertyHub(t *testing.T, n int, newBackend func(tb testing.TB, rnd *rand.Rand) propBackend) {
 	if testing.Short() {
-		n = 300
+		n = min(n, 300)
 	}
 	if s := os.Getenv("BRIDGE_PROP_N"); s != "" {
 		n, _ = strconv.Atoi(s)
@@ -66,8 +82,7 @@ func TestPropertyHub(t *testing.T) {
 	for i := range n {
 		seed := seed0 + uint64(i)
 		rnd := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-		backend := memBackend{memStore: newMemStore(), rnd: rnd}
-		s := &schedule{t: t, rnd: rnd, b: backend, mem: backend.memStore, st: &st}
+		s := &schedule{t: t, rnd: rnd, b: newBackend(t, rnd), st: &st}
 		if err := s.run(); err != nil {
 			t.Fatalf("schedule failed; replay with BRIDGE_PROP_SEED=%d\n%v\nlog:\n%s", seed, err, strings.Join(s.log, "\n"))
 		}
@@ -78,7 +93,6 @@ type schedule struct {
 	t     *testing.T
 	rnd   *rand.Rand
 	b     propBackend
-	mem   *memStore
 	nodes []*node
 
 	hist    []*Event // every good entry, ascending
@@ -247,18 +261,20 @@ func (s *schedule) run() error {
 }
 
 // trimHist deletes the stream up to hist[k-1] (and any bad entries before).
+func (s *schedule) info() StreamInfo {
+	info, err := s.b.Info(context.Background())
+	if err != nil {
+		s.t.Fatalf("Info: %v", err)
+	}
+	return info
+}
+
 func (s *schedule) trimHist(k int) {
 	if k <= s.trimmed {
 		return
 	}
 	last := s.hist[k-1].ID
-	n := 0
-	s.mem.mu.Lock()
-	for n < len(s.mem.entries) && !last.Less(s.mem.entries[n].id) {
-		n++
-	}
-	s.mem.mu.Unlock()
-	s.b.Trim(n)
+	s.b.TrimThrough(last)
 	s.trimmed = k
 	s.logf("trim through %s", last)
 }
@@ -320,7 +336,8 @@ func (s *schedule) connect() error {
 	c.types, _ = ParseTypeFilter(filter)
 	c.n = s.nodes[s.rnd.IntN(len(s.nodes))]
 	head := c.n.h.Head()
-	lastGen := s.mem.lastGen
+	info := s.info()
+	lastGen := info.LastGeneratedID
 	var query, header string
 	mode := ResumeLive
 	switch r := s.rnd.IntN(10); {
@@ -381,8 +398,8 @@ func (s *schedule) connect() error {
 	if c.wantGap {
 		// The oldest id still deliverable: in the stream or in the window.
 		have := false
-		if first, ok := s.mem.firstID(); ok {
-			c.oldest, have = first, true
+		if info.Length > 0 {
+			c.oldest, have = info.FirstID, true
 		}
 		if o, ok := c.n.windowOldest(); ok && c.p.Less(o) && (!have || o.Less(c.oldest)) {
 			c.oldest, have = o, true
