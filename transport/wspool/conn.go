@@ -247,7 +247,7 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 			w.bufs = bufs[:0]
 			if written > 0 || c.stallSince.Load() == 0 {
 				c.stallSince.Store(now)
-				c.s.timers.set(c, now+int64(cfg.WriteTimeout), true)
+				c.s.timers.set(c, now+int64(cfg.WriteTimeout))
 			}
 			return true
 		}
@@ -279,7 +279,7 @@ func (c *Conn) enterClosing(now int64) {
 	}
 	g := now + int64(c.s.cfg.CloseGrace)
 	c.graceUntil.Store(g)
-	c.s.timers.set(c, g, false)
+	c.s.timers.set(c, g)
 }
 
 // readFrames reads what the socket holds (bounded) and handles complete
@@ -525,7 +525,7 @@ func (c *Conn) onTimer(now int64) {
 			c.schedule(stGrace)
 			return
 		}
-		c.s.timers.set(c, g, false)
+		c.s.timers.set(c, g)
 		return
 	}
 	if c.expires != 0 {
@@ -555,7 +555,7 @@ func (c *Conn) onTimer(now int64) {
 	if bits != 0 {
 		c.schedule(bits)
 	}
-	c.s.timers.set(c, next, false)
+	c.s.timers.set(c, next)
 }
 
 // teardown closes the socket and tells the core; only the job calls it.

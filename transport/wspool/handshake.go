@@ -63,7 +63,11 @@ func (s *Server) handshake(nc net.Conn) {
 		s.refusePlain(nc, 431, RefusedHeaderTooBig, "request header too large")
 		return
 	case err != nil:
-		s.cfg.Hooks.HandshakeRefused(408, RefusedTimeout)
+		// Slowloris or a client that gave up; only the former is counted.
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			s.cfg.Hooks.HandshakeRefused(408, RefusedTimeout)
+		}
 		return
 	case !isWS:
 		_ = nc.SetDeadline(time.Time{})
@@ -200,8 +204,10 @@ func (s *Server) upgrade(nc net.Conn, head, extra []byte) bool {
 	if err != nil {
 		if refused != nil {
 			s.cfg.Hooks.HandshakeRefused(refused.status, refused.label)
+			s.log.Debug("handshake refused", zap.Int("status", refused.status), zap.String("reason", refused.reason), zap.String("ip", ip))
 		} else {
 			s.cfg.Hooks.HandshakeRefused(400, RefusedBadRequest)
+			s.log.Debug("bad handshake", zap.Error(err), zap.String("ip", ip))
 		}
 		if c != nil && c.src != nil {
 			c.src.Closed()
@@ -314,7 +320,7 @@ func (s *Server) register(c *Conn, nc net.Conn, extra []byte) bool {
 	if c.expires != 0 {
 		next = min(next, c.expires)
 	}
-	s.timers.set(c, next, false)
+	s.timers.set(c, next)
 	if s.draining.Load() {
 		// Drain may have taken its snapshot before the poller knew c.
 		c.closeReq.CompareAndSwap(nil, &closeReq{code: CloseGoingAway, reason: "node shutting down"})

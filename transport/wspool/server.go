@@ -23,8 +23,11 @@ import (
 // other paths, and one goroutine per handshake in flight (bounded by
 // MaxHandshakes and HandshakeTimeout). An upgraded connection has none.
 //
-// Lock order (outer first): Server.mu → poller.mu. timers.mu is a leaf.
-// No lock is held across socket I/O; Conn has no lock at all.
+// Locks: Server.mu (slots, per-IP counts, handshakes), poller.mu (fd →
+// Conn) and timers.mu (the heap) are all leaves: none is held while taking
+// another or while touching a socket. The poll loop holds poller.mu's read
+// lock while scheduling, which is a non-blocking channel send. Conn has no
+// lock at all: its socket belongs to whichever job holds stSched.
 type Server struct {
 	cfg     Config
 	ln      net.Listener

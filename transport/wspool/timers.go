@@ -43,9 +43,11 @@ func (h *timerHeap) Pop() any {
 
 func newTimers() *timers { return &timers{kick: make(chan struct{}, 1)} }
 
-// set schedules c's check at due (unix nanoseconds). With earlierOnly, an
-// existing earlier check is kept.
-func (t *timers) set(c *Conn, due int64, earlierOnly bool) {
+// set schedules c's check at due (unix nanoseconds), keeping an existing
+// earlier check: the job and the timer loop may both set one, and a check
+// that comes early only recomputes, while one that comes late would delay a
+// close.
+func (t *timers) set(c *Conn, due int64) {
 	t.mu.Lock()
 	first := false
 	switch {
@@ -53,7 +55,7 @@ func (t *timers) set(c *Conn, due int64, earlierOnly bool) {
 		c.tDue = due
 		heap.Push(&t.h, c)
 		first = c.tIdx == 0
-	case earlierOnly && c.tDue <= due:
+	case c.tDue <= due:
 	default:
 		c.tDue = due
 		heap.Fix(&t.h, int(c.tIdx))
