@@ -335,7 +335,7 @@ func TestSlowClient(t *testing.T) {
 		return nil
 	})
 	t.Logf("slow client closed %v after the burst started (write_timeout %v); the 200 readers stay open",
-		(time.Duration(slowAt.Load()-start.UnixNano())).Round(time.Millisecond), wt)
+		(time.Duration(slowAt.Load() - start.UnixNano())).Round(time.Millisecond), wt)
 }
 
 type slowHooks struct {
