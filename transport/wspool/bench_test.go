@@ -71,6 +71,7 @@ func benchServer(tb testing.TB, h *hub, mod func(*Config)) (*Server, func() []*C
 			return &cursorSource{h: h, pos: h.n.Load()}, nil
 		},
 	}
+	cfg.Workers = envInt("NB_WORKERS", 0)
 	if mod != nil {
 		mod(&cfg)
 	}

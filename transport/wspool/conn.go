@@ -98,6 +98,9 @@ func (c *Conn) Close(code int, reason string) {
 	c.schedule(stCloseReq)
 }
 
+// RemoteIP is the client's IP address as the socket sees it.
+func (c *Conn) RemoteIP() string { return c.ip }
+
 // schedule sets bits and queues the connection unless it is queued, running
 // or dead. The run queue holds each connection at most once and has room
 // for every connection, so the send never blocks.

@@ -41,6 +41,12 @@ func TestDeliverAndWake(t *testing.T) {
 	if f1[0] != 0x81 || !bytes.Equal(f1, textFrame(`{"id":"1-0"}`)) {
 		t.Fatal("frame modified")
 	}
+	if n := h.hooks.frames.Load(); n < 502 {
+		t.Fatalf("FramesWritten counted %d frames", n)
+	}
+	if a.req.Conn.RemoteIP() != "127.0.0.1" {
+		t.Fatalf("RemoteIP %q", a.req.Conn.RemoteIP())
+	}
 	c.nc.Close()
 	eventually(t, 2*time.Second, func() error {
 		if a.src.closed.Load() != 1 {
