@@ -261,6 +261,17 @@ func TestClientFrames(t *testing.T) {
 	if _, err := c.br.ReadByte(); err == nil {
 		t.Fatal("connection still open after close handshake")
 	}
+	eventually(t, 3*time.Second, func() error {
+		h.hooks.mu.Lock()
+		defer h.hooks.mu.Unlock()
+		got := fmt.Sprint(h.hooks.codes)
+		for _, want := range []int{CloseTooBig, CloseUnsupported, CloseProtocolError, CloseNormal} {
+			if !strings.Contains(got, fmt.Sprint(want)) {
+				return fmt.Errorf("ConnClosed codes %s lack %d", got, want)
+			}
+		}
+		return nil
+	})
 }
 
 func TestKeepalive(t *testing.T) {
@@ -448,4 +459,54 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("got %v, want %q", err, tc.want)
 		}
 	}
+}
+
+// TestConcurrentWakes hammers Wake from several goroutines while frames are
+// pushed; every client must get every frame once, in order.
+func TestConcurrentWakes(t *testing.T) {
+	h := newHarness(t, nil)
+	const nconn, nframe = 10, 400
+	clients := make([]*client, nconn)
+	srcs := make([]*accepted, nconn)
+	for i := range clients {
+		user := fmt.Sprint("w", i)
+		clients[i] = mustDial(t, h.addr(), "/ws?user="+user)
+		srcs[i] = h.conn(user)
+	}
+	frames := make([][]byte, nframe)
+	for i := range frames {
+		frames[i] = textFrame(fmt.Sprint(i))
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < nframe; i++ {
+			for _, a := range srcs {
+				a.src.push(frames[i])
+				a.req.Conn.Wake()
+				a.req.Conn.Wake()
+			}
+		}
+	}()
+	waker := make(chan struct{})
+	go func() {
+		defer close(waker)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			for _, a := range srcs {
+				a.req.Conn.Wake()
+			}
+		}
+	}()
+	for _, c := range clients {
+		for i := 0; i < nframe; i++ {
+			c.expectText(t, fmt.Sprint(i))
+		}
+	}
+	<-done
+	<-waker
 }
