@@ -230,6 +230,8 @@ func (h *Hub) GroupRecreated() ID {
 // Append adds an event from ingest to the window and wakes the connections it
 // is for. It returns false, doing nothing, when the window's head is already
 // at or beyond ev.ID (at-least-once redelivery); the caller acks either way.
+// Events must come in stream order, as one consumer reads them: an event
+// older than the head is taken for a redelivery.
 func (h *Hub) Append(ev *Event) bool {
 	w := h.w
 	w.mu.Lock()
