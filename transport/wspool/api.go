@@ -65,7 +65,7 @@ const (
 
 // Hooks receive the pool's observations; the operations layer turns them into
 // metrics. Every method must be cheap and safe for concurrent use. A nil
-// Hooks in PoolConfig means no observation.
+// Hooks in Config means no observation.
 type Hooks interface {
 	ConnOpened()
 	ConnClosed(code int)

@@ -277,3 +277,10 @@ func checkRefused(t *testing.T, c *client, status int, reasonPart string) {
 		t.Fatalf("body is not one line: %q", c.body)
 	}
 }
+
+// Conn must satisfy the core's bridge.Peer structurally (transport does not
+// import bridge).
+var _ interface {
+	Wake()
+	Close(code int, reason string)
+} = (*Conn)(nil)
