@@ -126,10 +126,11 @@ class ChannelLayerTest(Base):
 
         layer = get_channel_layer()
         self.assertIsInstance(layer, notifybridge_channels.NotifyBridgeChannelLayer)
-        for call in (lambda: layer.receive("x"), lambda: layer.new_channel(),
-                     lambda: layer.group_add("notifications", "x"), lambda: layer.send("x", {"type": "t"})):
-            with self.assertRaisesRegex(notifybridge_channels.BridgeDelivers, "notifybridge delivers"):
-                async_to_sync(call)()
+        for method, args in ((layer.receive, ("x",)), (layer.new_channel, ()),
+                             (layer.group_add, ("notifications", "x")), (layer.send, ("x", {"type": "t"}))):
+            with self.subTest(method=method.__name__):
+                with self.assertRaisesRegex(notifybridge_channels.BridgeDelivers, "notifybridge delivers"):
+                    async_to_sync(method)(*args)
 
     def test_entry_mapping(self):
         entry = notifybridge_channels.NotifyBridgeChannelLayer.entry

@@ -65,8 +65,10 @@ test('alarm board in Chromium: targeting, resume after a bridge restart, disconn
   const shownIds = () => page.$$eval('#events li', (lis) => lis.map((li) => li.dataset.id));
   const live = () => page.locator('#state[data-state="live"]').waitFor({ timeout: T });
 
+  let passed = false;
   try {
-    await page.goto(`${bridge.http}/demo?user=alice&groups=ops,noc-north&pause=3`);
+    const res = await page.goto(`${bridge.http}/demo?user=alice&groups=ops,noc-north&pause=3`);
+    assert.equal(res.status(), 200, `GET /demo: ${res.status()} (is the demo handler mounted with --demo?)`);
     await live();
 
     // 1. Targeting.
@@ -126,11 +128,13 @@ test('alarm board in Chromium: targeting, resume after a bridge restart, disconn
     for (const id of notMine) assert.ok(!ids.includes(id), `event ${id} for someone else is shown`);
     assert.equal(await page.textContent('#count-dupes'), '0');
     assert.deepEqual(pageErrors.filter((m) => !/WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/.test(m)), []);
+    passed = true;
   } finally {
     mkdirSync(artifacts, { recursive: true });
     const shot = path.join(artifacts, 'demo.png');
     await page.screenshot({ path: shot, fullPage: true }).catch((err) => console.error('screenshot:', err));
-    if (process.env.NOTIFYBRIDGE_UPDATE_SCREENSHOT === '1') {
+    // Only a passing run may become the documentation's picture.
+    if (passed && process.env.NOTIFYBRIDGE_UPDATE_SCREENSHOT === '1') {
       copyFileSync(shot, path.join(repoRoot, 'docs', 'demo.png'));
     }
   }
