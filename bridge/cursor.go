@@ -55,6 +55,10 @@ type Cursor struct {
 	caughtUp     bool
 	gapFrame     []byte
 	skipBelow    ID // after a gap: ids older than the gap's oldest are not sent
+	// evictedUpTo is set when a cursor with a types filter fell behind: it
+	// replays from Redis, and a due event at or before this id means it
+	// missed one in the window (1013). Zero otherwise.
+	evictedUpTo  ID
 	page         *page
 	pageAt       int
 	lastReported ID // newest id a frame sent carried
@@ -84,6 +88,7 @@ func (c *Cursor) Pull(bufs [][]byte, maxBytes int) [][]byte {
 		c.gapFrame = nil
 	}
 	w := c.hub.w
+replay:
 	locked := false
 	for c.mode == modeBackfill {
 		if size >= maxBytes && len(bufs) > start {
@@ -119,20 +124,34 @@ func (c *Cursor) Pull(bufs [][]byte, maxBytes int) [][]byte {
 			w.mu.RUnlock()
 			c.fail(causeTrimmed, reasonTrimmed)
 			return c.finish(bufs, start)
+		case actEvicted:
+			w.mu.RUnlock()
+			c.fail(causeEvicted, reasonEvicted)
+			return c.finish(bufs, start)
 		}
 	}
 	if !locked {
 		w.mu.RLock()
 	}
 	for i, l := range c.lists {
-		if c.next[i] < l.base {
-			if c.pos.Less(l.evicted) {
-				w.mu.RUnlock()
-				c.fail(causeEvicted, reasonEvicted)
-				return c.finish(bufs, start)
-			}
-			c.next[i] = l.base // what left was not newer than pos
+		if c.next[i] >= l.base {
+			continue
 		}
+		if !c.pos.Less(l.evicted) {
+			c.next[i] = l.base // what left was not newer than pos
+			continue
+		}
+		if c.types.All() {
+			w.mu.RUnlock()
+			c.fail(causeEvicted, reasonEvicted)
+			return c.finish(bufs, start)
+		}
+		// Whether what left was of a type this connection wants is unknown:
+		// read it back from Redis, and close only if it was.
+		c.evictedUpTo = w.complete
+		c.mode, c.page = modeBackfill, nil
+		w.mu.RUnlock()
+		goto replay
 	}
 	liveFrom := len(bufs)
 	wasCaughtUp := c.caughtUp
@@ -198,7 +217,8 @@ const (
 	actSwitched pageAction = iota // now in window mode; window.mu still held
 	actFull                       // maxBytes reached
 	actNextPage                   // page used up, the window does not reach pos yet
-	actLost                       // Redis has nothing more, yet the window does not reach pos
+	actLost                       // entries the cursor needed were trimmed before it read them
+	actEvicted                    // a due event at or before evictedUpTo: it had left the window
 )
 
 // consumePageLocked sends from a ready page what is due after pos, and
@@ -236,6 +256,9 @@ func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int
 			c.pos = e.ID
 			continue
 		}
+		if !c.evictedUpTo.Less(e.ID) && c.types.Match(e.Type) {
+			return actEvicted
+		}
 		*bufs = c.deliver(*bufs, e, size)
 	}
 	if complete.Less(p.last) {
@@ -262,7 +285,7 @@ func (c *Cursor) switchLocked(w *window) pageAction {
 	if c.pos.Less(w.complete) {
 		c.pos = w.complete
 	}
-	c.mode, c.page = modeWindow, nil
+	c.mode, c.page, c.evictedUpTo = modeWindow, nil, ID{}
 	c.placeLocked(w)
 	return actSwitched
 }

@@ -811,3 +811,31 @@ func resumeLoop(t *testing.T, h *Hub, w int, histMu *sync.Mutex, hist *[]*Event)
 	}
 	return nil
 }
+
+// TestEvictionTypesFilter: a filtered connection that lags behind events of
+// types it does not want is not closed when they leave the window (it reads
+// them back from Redis to find out); one that lags behind a wanted type is.
+func TestEvictionTypesFilter(t *testing.T) {
+	s := newMemStore()
+	h := newTestHub(t, Config{WindowBytes: 1200, BackfillPage: 4}, s)
+	spared := accept(t, h, "u", nil, "types=alarm.*", "")
+	closed := accept(t, h, "u", nil, "types=chat", "")
+	spared.drain(t)
+	closed.drain(t)
+	for i := range 20 {
+		h.Append(s.add(t, "user:u", "chat", fmt.Sprint(i), 1))
+	}
+	alarm := s.add(t, "user:u", "alarm.x", "1", 1)
+	h.Append(alarm)
+	spared.drain(t)
+	closed.drain(t)
+	if code := spared.peer.closeCode(); code != 0 || !slices.Equal(spared.ids(), idsOf(alarm)) {
+		t.Fatalf("spared: code %d, got %v", code, spared.ids())
+	}
+	if code := closed.peer.closeCode(); code != CloseTryAgainLater {
+		t.Fatalf("closed: code %d, want 1013", code)
+	}
+	if s.ranges.Load() == 0 {
+		t.Fatal("the filtered connection did not read back from Redis")
+	}
+}

@@ -470,8 +470,9 @@ func (s *schedule) pull(c *propConn, full bool) error {
 	return nil
 }
 
-// checkSlow: a 1013 is due only when an event the connection had not yet
-// examined (addressed to it, any type) left the window.
+// checkSlow: a 1013 is due only when an event the connection still needed
+// (after what it received, addressed to it, of a type it wants) left the
+// window.
 func (s *schedule) checkSlow(c *propConn) error {
 	known := c.p
 	for _, id := range c.tc.ids() {
@@ -482,7 +483,8 @@ func (s *schedule) checkSlow(c *propConn) error {
 	// for this connection is unknowable; any lost entry after known will do.
 	anyRecipient := c.tc.peer.reason == reasonTrimmed
 	for _, e := range s.hist[:c.n.ingested] {
-		if known.Less(e.ID) && !c.lost[e.ID] && !complete.Less(e.ID) && (anyRecipient || addressedTo(e, c.user, c.groups)) {
+		if known.Less(e.ID) && !c.lost[e.ID] && !complete.Less(e.ID) &&
+			(anyRecipient || addressedTo(e, c.user, c.groups) && c.types.Match(e.Type)) {
 			return nil
 		}
 	}
