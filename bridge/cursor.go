@@ -397,8 +397,9 @@ func (c *Cursor) fail(cause, reason string) {
 	c.peer.Close(CloseTryAgainLater, reason)
 }
 
-// Closed unregisters the connection. It is idempotent; after it returns no
-// Wake reaches the peer.
+// Closed unregisters the connection. It is idempotent. Once it has returned,
+// and no Pull is still running, no Wake reaches the peer (a Pull racing it
+// could still queue one page read whose arrival wakes the peer).
 func (c *Cursor) Closed() {
 	if c.closed.Swap(true) {
 		return

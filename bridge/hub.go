@@ -26,11 +26,12 @@ const closeTimeout = 10 * time.Second
 // the connections' cursors, the shared backfill reader and the cursor ticker.
 // Every method is safe for concurrent use.
 //
-// Lock order (docs/design.md): a cursor's own state is touched only by its
-// drainer (Pull) and needs no lock; window.mu before nothing else is taken by
-// Pull, Append and Accept; registry shard locks and backfill.mu are leaves
-// (Peer.Wake, which never blocks, is called under them). No lock is held
-// across Store calls or network I/O.
+// Lock order (docs/design.md): a cursor's own state belongs to its drainer
+// (Pull) and takes no lock. window.mu is taken alone by Append, Pull, Accept
+// and Closed, never while another lock is held and never around another lock.
+// Registry shard locks and backfill.mu are leaves; Peer.Wake, which never
+// blocks, is called under them. No lock is held across a Store call, logging
+// or network I/O.
 type Hub struct {
 	cfg    Config
 	store  Store
