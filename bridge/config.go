@@ -136,8 +136,9 @@ type Hooks interface {
 	Gap()
 	// SlowClosed counts a connection closed with 1013; cause is a fixed word.
 	SlowClosed(cause string)
-	// Lag observes, for the first live event of a pull, how far its id time
-	// lies behind the wall clock.
+	// Lag observes, for the first live event of a pull (sampled: one live
+	// pull in 16 per connection), how far its id time lies behind the wall
+	// clock.
 	Lag(d time.Duration)
 }
 

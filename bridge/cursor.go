@@ -22,6 +22,9 @@ const (
 	causeTrimmed  = "replay_trimmed"
 )
 
+// lagSample: Hooks.Lag observes one live pull in this many per connection.
+const lagSample = 16
+
 type cursorMode uint8
 
 const (
@@ -61,7 +64,8 @@ type Cursor struct {
 	evictedUpTo  ID
 	page         *page
 	pageAt       int
-	lastReported ID // newest id a frame sent carried
+	lastReported ID    // newest id a frame sent carried
+	lagTick      uint8 // counts live pulls, for sampling Hooks.Lag
 
 	// Shared with the ticker.
 	wantCursor atomic.Bool
@@ -196,7 +200,11 @@ replay:
 	w.mu.RUnlock()
 
 	if wasCaughtUp && len(bufs) > liveFrom {
-		c.observeLag(bufs[liveFrom:])
+		// Reading the clock costs more than the rest of a pull: sample.
+		if c.lagTick%lagSample == 0 {
+			c.observeLag(bufs[liveFrom:])
+		}
+		c.lagTick++
 	}
 	// The cursor frame carries pos, but never beyond the head: a since
 	// resume in the future has a pos no entry has, which a client must not
@@ -381,9 +389,11 @@ func frameMs(f []byte) (uint64, bool) {
 	return ms, i < len(f) && f[i] == '-'
 }
 
+// finish notes that frames went out, by the Hub's coarse clock: a cursor
+// frame may thus come up to one append interval early, never late.
 func (c *Cursor) finish(bufs [][]byte, start int) [][]byte {
 	if len(bufs) > start {
-		c.quietSince.Store(time.Now().UnixNano())
+		c.quietSince.Store(c.hub.clock.Load())
 	}
 	return bufs
 }

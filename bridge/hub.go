@@ -46,7 +46,11 @@ type Hub struct {
 	// appends counts events ever appended; the ticker compares it with what
 	// a cursor last reported, without the window lock.
 	appends atomic.Uint64
-	closed  atomic.Bool
+	// clock is a coarse wall clock (unix nanoseconds) set once per Append and
+	// per tick, so the per-connection path does not read the clock for each
+	// recipient.
+	clock  atomic.Int64
+	closed atomic.Bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -75,6 +79,7 @@ func NewHub(cfg Config, store Store) (*Hub, error) {
 		ctx:    ctx,
 		cancel: cancel,
 	}
+	h.clock.Store(time.Now().UnixNano())
 	for range cfg.BackfillWorkers {
 		h.wg.Go(func() { h.bf.run(ctx) })
 	}
@@ -244,6 +249,7 @@ func (h *Hub) Append(ev *Event) bool {
 	events, bytes := w.lenLocked(), w.bytes
 	w.mu.Unlock()
 	h.appends.Add(1)
+	h.clock.Store(time.Now().UnixNano())
 
 	h.hooks.Appended()
 	if evicted > 0 {
@@ -422,6 +428,7 @@ func (h *Hub) tick() {
 		case <-h.ctx.Done():
 			return
 		case now := <-t.C:
+			h.clock.Store(now.UnixNano())
 			appends := h.appends.Load()
 			quietBefore := now.Add(-h.cfg.CursorInterval).UnixNano()
 			h.reg.forEach(func(c *Cursor) {
