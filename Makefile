@@ -5,9 +5,9 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: test deps fmt-check vet staticcheck gotest build fuzz-smoke bench
+.PHONY: test deps fmt-check vet staticcheck gotest build fuzz-smoke bench clients
 
-test: deps fmt-check vet staticcheck gotest fuzz-smoke
+test: deps fmt-check vet staticcheck gotest fuzz-smoke clients
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$$(git describe --tags --always --dirty 2>/dev/null || echo dev)" -o bin/notifybridge .
@@ -34,3 +34,8 @@ fuzz-smoke:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# The JS SDK (unit and against the real binary), the demo in real Chromium,
+# and the Python producers; installs node, chromium and python packages when missing.
+clients:
+	@./scripts/test-clients.sh

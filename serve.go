@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -17,7 +18,9 @@ import (
 
 	"github.com/notifybridge/notifybridge/bridge"
 	"github.com/notifybridge/notifybridge/config"
+	"github.com/notifybridge/notifybridge/demo"
 	"github.com/notifybridge/notifybridge/handlers"
+	"github.com/notifybridge/notifybridge/publisher"
 	"github.com/notifybridge/notifybridge/transport/streams"
 	"github.com/notifybridge/notifybridge/transport/wspool"
 )
@@ -97,7 +100,7 @@ func serve(args []string, stderr io.Writer) error {
 		Accept:              handlers.Accept(hub),
 		Hooks:               tel,
 		Logger:              log.Named("ws"),
-		HTTPHandler:         http.NotFoundHandler(),
+		HTTPHandler:         pages(cfg, rc),
 	})
 	if err != nil {
 		return err
@@ -107,6 +110,9 @@ func serve(args []string, stderr io.Writer) error {
 		return err
 	}
 	log.Info("websocket listening", zap.String("addr", pool.Addr().String()))
+	if cfg.Demo.B {
+		log.Info("demo page", zap.String("url", "http://"+demoHost(pool.Addr().String())+"/demo"))
+	}
 
 	if err := waitForRedis(ctx, rc.Client, cfg.RedisRetryBackoff.Duration, log); err != nil {
 		return shutdownBeforeReady(err, log)
@@ -298,4 +304,24 @@ func (in *ingest) Close(log *zap.Logger) {
 	if err := in.sub.Close(); err != nil {
 		log.Warn("ingest subscriber close", zap.Error(err))
 	}
+}
+
+// pages serves the plain HTTP paths that share the listen port with /ws:
+// the demo, when the demo setting is on.
+func pages(cfg *config.Config, rc *redisConn) http.Handler {
+	mux := http.NewServeMux()
+	if cfg.Demo.B {
+		h := demo.Handler(publisher.New(rc.Client, cfg.Stream, limits(cfg)).Publish)
+		mux.Handle("/demo", h)
+		mux.Handle("/demo/", h)
+	}
+	return mux
+}
+
+func demoHost(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || host == "::" || host == "0.0.0.0" {
+		return "localhost:" + port
+	}
+	return addr
 }
