@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/notifybridge/notifybridge/config"
+	"github.com/notifybridge/notifybridge/internal/redisurl"
 )
 
 // redisConn is the node's Redis: an external server from redis_url, or an
@@ -29,14 +30,30 @@ func openRedis(cfg *config.Config) (*redisConn, error) {
 		url := "redis://" + m.Addr()
 		return &redisConn{Client: redis.NewClient(&redis.Options{Addr: m.Addr()}), URL: url, embedded: m}, nil
 	}
-	opts, err := redis.ParseURL(cfg.RedisURL)
+	p, err := redisurl.Parse(cfg.RedisURL)
 	if err != nil {
-		return nil, fmt.Errorf("redis_url: %s", config.RedactURLError(err, cfg.RedisURL))
+		return nil, fmt.Errorf("redis_url: %w", err)
 	}
 	// Reads block up to ingest_block; the client's read timeout must outlast it.
-	opts.ReadTimeout = cfg.IngestBlock.Duration + 5*time.Second
-	opts.ContextTimeoutEnabled = true
-	return &redisConn{Client: redis.NewClient(opts), URL: config.RedactURL(cfg.RedisURL)}, nil
+	readTimeout := cfg.IngestBlock.Duration + 5*time.Second
+	var c redis.UniversalClient
+	switch p.Kind {
+	case redisurl.Sentinel:
+		// The failover client asks the sentinels for the master and follows
+		// a failover: its connections to the old master are dropped and the
+		// next command goes to the new one, so ingest resumes by itself.
+		p.Failover.ReadTimeout, p.Failover.ContextTimeoutEnabled = readTimeout, true
+		c = redis.NewFailoverClient(p.Failover)
+	case redisurl.Cluster:
+		// One stream lives on one shard; the cluster client routes every
+		// command by key (and follows MOVED after a resharding or failover).
+		p.Cluster.ReadTimeout, p.Cluster.ContextTimeoutEnabled = readTimeout, true
+		c = redis.NewClusterClient(p.Cluster)
+	default:
+		p.Single.ReadTimeout, p.Single.ContextTimeoutEnabled = readTimeout, true
+		c = redis.NewClient(p.Single)
+	}
+	return &redisConn{Client: c, URL: redisurl.Redact(cfg.RedisURL)}, nil
 }
 
 func (r *redisConn) Close() {

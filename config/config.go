@@ -17,6 +17,8 @@ import (
 
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffyaml"
+
+	"github.com/notifybridge/notifybridge/internal/redisurl"
 )
 
 // EnvPrefix prefixes every setting's environment variable.
@@ -410,23 +412,9 @@ func checkOrigins(list string) error {
 }
 
 func checkRedisURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("is not a URL: %v", RedactURLError(err, raw))
-	}
-	switch u.Scheme {
-	case "redis", "rediss":
-		if u.Host == "" {
-			return errors.New("needs a host, as in redis://host:6379/0")
-		}
-	case "unix":
-		if u.Path == "" {
-			return errors.New("needs a socket path, as in unix:///run/redis/redis.sock")
-		}
-	default:
-		return fmt.Errorf("scheme must be redis://, rediss:// or unix://, got %q", u.Scheme+"://")
-	}
-	return nil
+	// The node opens its client with the same parser, so what passes here opens.
+	_, err := redisurl.Parse(raw)
+	return err
 }
 
 // RedactURL hides a URL's password (the user name stays).
