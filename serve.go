@@ -124,7 +124,7 @@ func serve(args []string, stderr io.Writer) error {
 		return shutdownBeforeReady(err, log)
 	}
 
-	ingest, err := startIngest(ctx, rc, cfg, hub, newest, tel, log)
+	ingest, err := startIngest(ctx, rc, cfg, hub, tel, log)
 	if err != nil {
 		return err
 	}
@@ -235,21 +235,24 @@ type ingest struct {
 }
 
 // startIngest reads the stream through the node's consumer group into the
-// hub. A missing group is created at newest, the last id the window warmed
-// with, so nothing falls between warm start and ingest (contract §4).
-func startIngest(ctx context.Context, rc *redisConn, cfg *config.Config, hub *bridge.Hub, newest bridge.ID,
+// hub. A missing group is created at the head the window warmed to, never at
+// $, so nothing falls between warm start and ingest (contract §4).
+func startIngest(ctx context.Context, rc *redisConn, cfg *config.Config, hub *bridge.Hub,
 	tel *telemetry, log *zap.Logger) (*ingest, error) {
 	sub, err := streams.NewSubscriber(rc.Client, streams.Config{
-		Stream:           cfg.Stream,
-		Group:            cfg.Group(),
-		Consumer:         cfg.NodeID,
-		BatchSize:        cfg.IngestBatch.N,
-		Block:            cfg.IngestBlock.Duration,
-		AckBatch:         cfg.IngestBatch.N,
-		AckInterval:      cfg.AckInterval.Duration,
-		RetryBackoffMax:  cfg.RedisRetryBackoff.Duration,
-		CloseTimeout:     cfg.ShutdownTimeout.Duration,
-		StartID:          func(context.Context) (string, error) { return newest.String(), nil },
+		Stream:          cfg.Stream,
+		Group:           cfg.Group(),
+		Consumer:        cfg.NodeID,
+		BatchSize:       cfg.IngestBatch.N,
+		Block:           cfg.IngestBlock.Duration,
+		AckBatch:        cfg.IngestBatch.N,
+		AckInterval:     cfg.AckInterval.Duration,
+		RetryBackoffMax: cfg.RedisRetryBackoff.Duration,
+		CloseTimeout:    cfg.ShutdownTimeout.Duration,
+		// The group is created at the window's head: right after warm start
+		// that is the newest warmed id; after Redis lost the group it is where
+		// the window ends, so nothing after it is skipped.
+		StartID:          func(context.Context) (string, error) { return hub.Head().String(), nil },
 		OnGroupRecreated: func() { hub.GroupRecreated() },
 		Logger:           log.Named("ingest"),
 		Hooks:            tel.ingestHooks(),

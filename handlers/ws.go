@@ -1,19 +1,27 @@
 package handlers
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/notifybridge/notifybridge/bridge"
 	"github.com/notifybridge/notifybridge/transport/wspool"
 )
 
 // Accept joins the WebSocket pool to the core: the pool's connection is the
-// core's Peer, and the core's cursor is the pool's Source. Errors become
-// HTTP 400 with their one-line text.
+// core's Peer, and the core's cursor is the pool's Source. A malformed query
+// is the client's fault (400); anything else, such as Redis not answering
+// while the core checks an id, is the server's (503, retry).
 func Accept(hub *bridge.Hub) wspool.AcceptFunc {
 	return func(req *wspool.Request) (wspool.Source, error) {
 		cur, err := hub.Accept(req.Conn, req.Identity.User, req.Identity.Groups, req.Query, req.LastEventID)
-		if err != nil {
+		switch {
+		case err == nil:
+			return cur, nil
+		case errors.Is(err, bridge.ErrBadQuery):
 			return nil, err
+		default:
+			return nil, fmt.Errorf("%w: %v", wspool.ErrUnavailable, err)
 		}
-		return cur, nil
 	}
 }

@@ -7,6 +7,7 @@ package wspool
 // recipients.
 
 import (
+	"errors"
 	"net/url"
 	"time"
 )
@@ -35,8 +36,14 @@ type Request struct {
 }
 
 // AcceptFunc is the core's handshake callback. A non-nil error refuses the
-// handshake with HTTP 400 and err.Error() as its one-line reason.
+// handshake with err.Error() as its one-line reason: HTTP 503 when it wraps
+// ErrUnavailable (the core cannot decide now, the client should retry), else
+// HTTP 400 (the request itself is wrong).
 type AcceptFunc func(req *Request) (Source, error)
+
+// ErrUnavailable marks AcceptFunc errors that are the server's, not the
+// request's: they refuse with 503 and Retry-After.
+var ErrUnavailable = errors.New("temporarily unavailable")
 
 // Source is what a connection's single drainer pulls frames from. The core
 // implements it; there is no per-connection frame queue.

@@ -26,6 +26,7 @@ const (
 	RefusedOrigin        = "origin"
 	RefusedAuth          = "auth"
 	RefusedBadRequest    = "bad_request"
+	RefusedUnavailable   = "unavailable"
 	RefusedHeaderTooBig  = "header_too_large"
 	RefusedTimeout       = "timeout"
 )
@@ -264,6 +265,9 @@ func (s *Server) decide(st *hsState, nc net.Conn, ip string) (*Conn, bool, *refu
 	}
 	src, err := s.cfg.Accept(&Request{Conn: c, Identity: id, Query: query, LastEventID: st.lastEventID})
 	if err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			return nil, true, &refusal{503, RefusedUnavailable, err.Error()}
+		}
 		return nil, true, &refusal{400, RefusedBadRequest, err.Error()}
 	}
 	c.src = src
