@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	benchpkg "github.com/notifybridge/notifybridge/bench"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
@@ -46,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = publish(args, stdout, stderr)
 	case "bench":
 		err = bench(args, stdout, stderr)
+	case "bench-client": // hidden: one process's share of a bench run's clients
+		err = benchpkg.ClientMain(os.Stdin, stdout)
 	case "config":
 		err = printConfig(args, stdout, stderr)
 	case "healthcheck":

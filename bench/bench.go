@@ -18,7 +18,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,18 +27,20 @@ import (
 type Options struct {
 	Scenario string        // idle, broadcast, targeted, resume-storm
 	Clients  int           // WebSocket clients
+	Procs    int           // client processes; 0: as few as MaxClientsPerProcess allows
 	Rate     int           // events per second; 0 = as fast as possible
 	Events   int           // events to publish (0: Rate × Duration)
 	Size     int           // bytes of data per event
 	Duration time.Duration // publishing time when Events is 0; idle hold time
 	Prefill  int           // resume-storm: entries in the stream before the storm
 	Missed   int           // resume-storm: events each client missed
-	Stream   string
+	Stream   string        // empty: a fresh bench-<run> stream with a started bridge, else notifications
+	Dialers  int           // concurrent handshakes per process (0: 256)
 
 	WSURL    string // ws://host:port/ws; empty starts a bridge child process
 	RedisURL string // the bridge's Redis; empty with WSURL empty: embedded
 	AdminURL string // http://host:port of admin_listen, for RSS, CPU, goroutines
-	Binary   string // the notifybridge binary for the child bridge
+	Binary   string // the notifybridge binary for the child bridge and client processes
 	Extra    []string
 
 	Progress io.Writer // plain progress lines; nil for none
@@ -50,15 +51,20 @@ type Options struct {
 type Result struct {
 	Scenario        string        `json:"scenario"`
 	Clients         int           `json:"clients"`
+	Procs           int           `json:"client_processes"`
+	Stream          string        `json:"stream"`
 	Published       int           `json:"published"`
 	Expected        int64         `json:"expected_deliveries"`
 	Delivered       int64         `json:"delivered"`
 	Lost            int64         `json:"lost"`
 	Duplicated      int64         `json:"duplicated"`
+	Misdelivered    int64         `json:"misdelivered"`
 	Closed          int           `json:"clients_closed"`
+	CloseCodes      map[int]int   `json:"close_codes,omitempty"`
 	Seconds         float64       `json:"seconds"`
 	DeliveriesPerS  float64       `json:"deliveries_per_second"`
 	PublishedPerS   float64       `json:"published_per_second"`
+	LatencySamples  int64         `json:"latency_samples"`
 	P50ms           float64       `json:"p50_ms"`
 	P90ms           float64       `json:"p90_ms"`
 	P99ms           float64       `json:"p99_ms"`
@@ -66,13 +72,20 @@ type Result struct {
 	RSSBaseBytes    int64         `json:"rss_base_bytes"`
 	RSSBytes        int64         `json:"rss_bytes"`
 	RSSPerConnBytes float64       `json:"rss_per_connection_bytes"`
+	HeapPerConn     float64       `json:"heap_per_connection_bytes"`
 	Goroutines      int64         `json:"goroutines"`
 	GoroutinesBase  int64         `json:"goroutines_base"`
 	CPUSeconds      float64       `json:"bridge_cpu_seconds"`
 	CaughtUpSeconds float64       `json:"caught_up_seconds,omitempty"`
 	StreamReads     int64         `json:"stream_reads"`
+	LoadAvg         string        `json:"load_average"`
+	Started         time.Time     `json:"started"`
 	Samples         []sampleJSON  `json:"-"`
 	Histogram       []bucketCount `json:"latency_histogram_ms"`
+	hist            latHist       // merged over every client process
+	rawSamples      []sample      // merged reservoirs
+	perClient       []int64       // unique events per client, by user index
+	closeCounts     map[int]int   // close code → clients the server closed
 }
 
 type sampleJSON struct {
@@ -85,14 +98,28 @@ type bucketCount struct {
 	Count  int     `json:"count"`
 }
 
-// Failed reports whether the run lost or duplicated events.
-func (r *Result) Failed() bool { return r.Lost > 0 || r.Duplicated > 0 }
+// Failed reports whether the run lost, duplicated or misdelivered events.
+func (r *Result) Failed() bool { return r.Lost > 0 || r.Duplicated > 0 || r.Misdelivered > 0 }
 
 // Run executes one scenario.
 func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	res := &Result{Scenario: o.Scenario, Clients: o.Clients, Started: time.Now().UTC(), LoadAvg: loadAvg()}
+	// A started bridge reads a stream of its own under a group of its own,
+	// so runs sharing a Redis never see each other's entries and nothing
+	// that belongs to someone else is ever trimmed or deleted.
+	ownStream := false
+	if o.Stream == "" {
+		if o.WSURL == "" {
+			o.Stream = "bench-" + runID()
+			ownStream = true
+		} else {
+			o.Stream = "notifications"
+		}
+	}
+	res.Stream = o.Stream
 	if o.WSURL == "" {
 		child, err := startChild(ctx, o)
 		if err != nil {
@@ -114,7 +141,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
-	r := &runner{o: o, rdb: rdb, res: &Result{Scenario: o.Scenario, Clients: o.Clients}}
+	if ownStream {
+		// Deferred after child.stop's defer, so it runs once the bridge is gone.
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = rdb.Del(dctx, o.Stream, o.Stream+":dead").Err()
+		}()
+	}
+	res.Procs = max(o.Procs, (o.Clients+MaxClientsPerProcess-1)/MaxClientsPerProcess)
+	r := &runner{o: o, rdb: rdb, res: res}
 	switch o.Scenario {
 	case "idle":
 		err = r.idle(ctx)
@@ -123,6 +159,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	case "resume-storm":
 		err = r.resumeStorm(ctx)
 	}
+	r.closeAll()
 	if err != nil {
 		return nil, err
 	}
@@ -138,25 +175,58 @@ func (o *Options) validate() error {
 	if o.Clients <= 0 {
 		return errors.New("clients: must be > 0")
 	}
-	if o.Size < 16 {
-		o.Size = 16
+	if o.Procs < 0 {
+		return errors.New("procs: must be >= 0")
 	}
-	if o.Stream == "" {
-		o.Stream = "notifications"
+	if o.Procs > o.Clients {
+		o.Procs = o.Clients
+	}
+	if o.Size < 64 {
+		o.Size = 64 // room for the timing fields
+	}
+	if o.Dialers <= 0 {
+		o.Dialers = 256
 	}
 	if o.Events == 0 && o.Rate > 0 {
 		o.Events = int(float64(o.Rate) * o.Duration.Seconds())
 	}
+	if (o.Scenario == "broadcast" || o.Scenario == "targeted") && o.Events <= 0 {
+		return errors.New("events: nothing to publish (set --events, or --rate and --duration)")
+	}
+	if o.Scenario == "resume-storm" && o.Missed <= 0 {
+		return errors.New("missed: must be > 0")
+	}
 	return nil
 }
 
+func runID() string {
+	return strconv.FormatInt(time.Now().Unix(), 36) + "-" + strconv.FormatUint(rand.Uint64()&0xffffff, 36)
+}
+
+// loadAvg is /proc/loadavg's three averages: numbers from a shared machine
+// mean little without it.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
 type runner struct {
-	o       Options
-	rdb     *redis.Client
-	res     *Result
-	clients []*wsClient
-	sink    latencySink
-	start   time.Time
+	o              Options
+	rdb            *redis.Client
+	res            *Result
+	fleets         []fleet
+	closed         bool
+	perUser        []int64   // targeted: events published to each user
+	stormed        bool      // resume-storm: the missed events are in the stream
+	origin         time.Time // the latency chart's zero: first publish
+	caughtUpOrigin int64     // resume-storm: unix µs the storm began
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -165,64 +235,135 @@ func (r *runner) logf(format string, args ...any) {
 	}
 }
 
-// connect opens n clients, query(i) giving each its parameters, a few hundred
-// at a time so the handshake backlog stays bounded.
-func (r *runner) connect(ctx context.Context, n int, query func(i int) string) error {
-	r.clients = make([]*wsClient, n)
+// connect opens the run's clients (users u0 … u<N-1>) across res.Procs
+// sets: in this process when one is enough, else in bench-client children
+// of at most MaxClientsPerProcess each.
+func (r *runner) connect(ctx context.Context, resume string) error {
+	n, procs := r.o.Clients, r.res.Procs
+	per := (n + procs - 1) / procs
+	for first := 0; first < n; first += per {
+		spec := setSpec{WSURL: r.o.WSURL, First: first, Count: min(per, n-first), Resume: resume, Dialers: r.o.Dialers}
+		if procs == 1 {
+			r.fleets = append(r.fleets, startLocal(ctx, spec))
+			continue
+		}
+		bin, err := binaryPath(r.o)
+		if err != nil {
+			return err
+		}
+		f, err := startRemote(bin, spec)
+		if err != nil {
+			return err
+		}
+		r.fleets = append(r.fleets, f)
+	}
+	if procs > 1 {
+		r.logf("clients spread over %d processes of at most %d", procs, per)
+	}
 	bar := newProgress(r.o, n, "connecting")
-	sem := make(chan struct{}, 256)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for i := 0; i < n; i++ {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			c, err := dialClient(ctx, r.o.WSURL+"?"+query(i))
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = fmt.Errorf("client %d: %w", i, err)
-				}
-				mu.Unlock()
-				return
-			}
-			c.start(r.start, &r.sink)
-			r.clients[i] = c
-			bar.add(1)
-		}(i)
-	}
-	wg.Wait()
-	bar.finish()
-	return firstErr
-}
-
-func (r *runner) closeAll() {
-	for _, c := range r.clients {
-		if c != nil {
-			c.close()
-		}
-	}
-}
-
-func (r *runner) waitCaughtUp(timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+	defer bar.finish()
+	shown := 0
 	for {
-		n := 0
-		for _, c := range r.clients {
-			if c.isCaughtUp() {
-				n++
-			}
+		st := r.status()
+		bar.add(st.Connected - shown)
+		shown = st.Connected
+		if st.Err != "" {
+			return errors.New(st.Err)
 		}
-		if n == len(r.clients) {
+		if st.ConnectDone {
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d clients caught up within %v", n, len(r.clients), timeout)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
-		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// status sums every fleet's progress; ConnectDone once all are done.
+func (r *runner) status() setStatus {
+	sum := setStatus{ConnectDone: true}
+	for _, f := range r.fleets {
+		st := f.status()
+		sum.Connected += st.Connected
+		sum.CaughtUp += st.CaughtUp
+		sum.Received += st.Received
+		sum.ConnectDone = sum.ConnectDone && st.ConnectDone
+		if sum.Err == "" {
+			sum.Err = st.Err
+		}
+	}
+	return sum
+}
+
+// closeAll ends every client and merges what the fleets measured into res.
+func (r *runner) closeAll() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	res := r.res
+	res.perClient = make([]int64, r.o.Clients)
+	res.closeCounts = map[int]int{}
+	for _, f := range r.fleets {
+		st, err := f.finish()
+		if err != nil {
+			r.logf("%v", err)
+			continue
+		}
+		copy(res.perClient[st.First:], st.Unique)
+		res.Duplicated += st.Duplicated
+		res.Misdelivered += st.Misdelivered
+		for code, k := range st.ServerClosed {
+			res.closeCounts[code] += k
+			res.Closed += k
+		}
+		res.hist.merge(&st.Hist)
+		res.rawSamples = append(res.rawSamples, st.Samples...)
+		if st.LastCaughtUpUS > 0 && r.caughtUpOrigin > 0 {
+			res.CaughtUpSeconds = max(res.CaughtUpSeconds, float64(st.LastCaughtUpUS-r.caughtUpOrigin)/1e6)
+		}
+	}
+	if len(res.closeCounts) > 0 {
+		res.CloseCodes = res.closeCounts
+	}
+	for _, u := range res.perClient {
+		res.Delivered += u
+	}
+	if res.Seconds > 0 {
+		res.DeliveriesPerS = float64(res.Delivered) / res.Seconds
+	}
+	for i, u := range res.perClient {
+		if e := r.expected(i); e > u {
+			res.Lost += e - u
+		}
+	}
+	res.Expected = 0
+	for i := range res.perClient {
+		res.Expected += r.expected(i)
+	}
+	r.summarizeLatency()
+}
+
+func (r *runner) waitCaughtUp(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		st := r.status()
+		if st.CaughtUp == r.o.Clients {
+			return nil
+		}
+		if st.Err != "" {
+			return errors.New(st.Err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d clients caught up within %v", st.CaughtUp, r.o.Clients, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }
 
@@ -231,14 +372,14 @@ func (r *runner) idle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.start = time.Now()
-	if err := r.connect(ctx, r.o.Clients, userQuery); err != nil {
+	start := time.Now()
+	if err := r.connect(ctx, ""); err != nil {
 		return err
 	}
-	defer r.closeAll()
-	if err := r.waitCaughtUp(60 * time.Second); err != nil {
+	if err := r.waitCaughtUp(ctx, 120*time.Second); err != nil {
 		return err
 	}
+	r.res.Seconds = time.Since(start).Seconds()
 	hold := r.o.Duration
 	if hold <= 0 {
 		hold = 5 * time.Second
@@ -263,6 +404,7 @@ func (r *runner) fillProcess(base, after metricsSnapshot) {
 	r.res.CPUSeconds = after.cpu - base.cpu
 	if r.o.Clients > 0 {
 		r.res.RSSPerConnBytes = float64(after.rss-base.rss) / float64(r.o.Clients)
+		r.res.HeapPerConn = float64(after.heap-base.heap) / float64(r.o.Clients)
 	}
 }
 
@@ -271,30 +413,30 @@ func (r *runner) fanout(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.start = time.Now()
-	if err := r.connect(ctx, r.o.Clients, userQuery); err != nil {
+	if err := r.connect(ctx, ""); err != nil {
 		return err
 	}
-	defer r.closeAll()
-	if err := r.waitCaughtUp(60 * time.Second); err != nil {
+	if err := r.waitCaughtUp(ctx, 120*time.Second); err != nil {
 		return err
 	}
-	expected := make([]int64, len(r.clients))
-	pad := strings.Repeat("x", max(0, r.o.Size-len(`{"t":1732451234567890,"p":""}`)))
+	r.perUser = make([]int64, r.o.Clients)
+	// Data carries the publish time (unix µs) and, for targeted events, the
+	// one user it is for, so clients measure latency and catch misdelivery.
+	pad := strings.Repeat("x", max(0, r.o.Size-len(`{"t":1732451234567890,"u":12345,"p":""}`)))
 	rng := rand.New(rand.NewPCG(1, 2))
 	bar := newProgress(r.o, r.o.Events, "publishing")
 	pubStart := time.Now()
-	r.start = pubStart
+	r.origin = pubStart
 	err = pace(ctx, r.o.Rate, r.o.Events, func(batch int) error {
 		pipe := r.rdb.Pipeline()
 		for i := 0; i < batch; i++ {
-			to := "*"
+			to, u := "*", ""
 			if r.o.Scenario == "targeted" {
-				k := rng.IntN(len(r.clients))
-				to = "user:u" + strconv.Itoa(k)
-				expected[k]++
+				k := rng.IntN(r.o.Clients)
+				to, u = "user:u"+strconv.Itoa(k), `,"u":`+strconv.Itoa(k)
+				r.perUser[k]++
 			}
-			data := `{"t":` + strconv.FormatInt(time.Now().UnixMicro(), 10) + `,"p":"` + pad + `"}`
+			data := `{"t":` + strconv.FormatInt(time.Now().UnixMicro(), 10) + u + `,"p":"` + pad + `"}`
 			pipe.XAdd(ctx, &redis.XAddArgs{Stream: r.o.Stream, Values: []any{"to", to, "type", "bench", "data", data}})
 		}
 		_, err := pipe.Exec(ctx)
@@ -306,22 +448,15 @@ func (r *runner) fanout(ctx context.Context) error {
 		return err
 	}
 	pubDone := time.Since(pubStart)
-	if r.o.Scenario == "broadcast" {
-		for i := range expected {
-			expected[i] = int64(r.o.Events)
-		}
-	}
+	r.res.Published = r.o.Events
 	var total int64
-	for _, e := range expected {
-		total += e
+	for i := range r.o.Clients {
+		total += r.expected(i)
 	}
 	// Wait until every client has everything, or nothing moved for 10 s.
 	last, lastChange := int64(-1), time.Now()
 	for {
-		var got int64
-		for _, c := range r.clients {
-			got += c.received.Load()
-		}
+		got := r.status().Received
 		if got >= total {
 			break
 		}
@@ -329,33 +464,41 @@ func (r *runner) fanout(ctx context.Context) error {
 			last, lastChange = got, time.Now()
 		}
 		if time.Since(lastChange) > 10*time.Second {
+			r.logf("delivery stalled at %d of %d", got, total)
 			break
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 	elapsed := time.Since(pubStart)
-	after, err := scrape(r.o.AdminURL)
-	if err == nil {
+	if after, err := scrape(r.o.AdminURL); err == nil {
 		r.fillProcess(base, after)
 	}
-	r.res.Published = r.o.Events
-	r.res.Expected = total
-	for i, c := range r.clients {
-		unique, dups, code := c.stats()
-		r.res.Delivered += int64(unique)
-		r.res.Duplicated += int64(dups)
-		if lost := expected[i] - int64(unique); lost > 0 {
-			r.res.Lost += lost
-		}
-		if code != 0 {
-			r.res.Closed++
-		}
-	}
 	r.res.Seconds = elapsed.Seconds()
-	r.res.DeliveriesPerS = float64(r.res.Delivered) / elapsed.Seconds()
 	r.res.PublishedPerS = float64(r.o.Events) / pubDone.Seconds()
-	r.summarizeLatency()
 	return nil
+}
+
+// expected is how many events of the run client i must receive.
+func (r *runner) expected(i int) int64 {
+	switch r.o.Scenario {
+	case "broadcast":
+		return int64(r.res.Published)
+	case "targeted":
+		if r.perUser == nil {
+			return 0
+		}
+		return r.perUser[i]
+	case "resume-storm":
+		if !r.stormed {
+			return 0
+		}
+		return int64(r.o.Missed)
+	}
+	return 0
 }
 
 // pace calls publish with batches so that n events go out at rate per second
@@ -386,86 +529,119 @@ func pace(ctx context.Context, rate, n int, publish func(batch int) error) error
 
 func (r *runner) resumeStorm(ctx context.Context) error {
 	o := r.o
-	missed := max(o.Missed, 1)
-	r.logf("prefilling %d entries", o.Prefill)
+	// The stream: a marker entry the clients resume from, then Prefill
+	// filler entries (for a group no client is in) with each client's
+	// Missed events spread evenly among them, the way a busy stream looks
+	// to clients that were away. Every resume spans the whole prefill, so
+	// it is served from the replay window only when the window holds it all.
 	pad := strings.Repeat("x", max(0, o.Size-8))
+	filler := []any{"to", "group:filler", "type", "fill", "data", `"` + pad + `"`}
+	resumeFrom, err := r.rdb.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: filler}).Result()
+	if err != nil {
+		return fmt.Errorf("prefill: %w", err)
+	}
+	missedTotal := o.Clients * o.Missed
+	total := o.Prefill + missedTotal
+	bar := newProgress(o, total, "prefilling")
 	pipe := r.rdb.Pipeline()
-	for i := 0; i < o.Prefill; i++ {
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: []any{"to", "group:filler", "type", "fill", "data", `"` + pad + `"`}})
+	m := 0 // missed events written: event m is for client m%Clients
+	for i := 0; i < total; i++ {
+		// Missed event m goes where m/missedTotal of the stream has been written.
+		if m < missedTotal && (o.Prefill == 0 || int64(m)*int64(total) <= int64(i)*int64(missedTotal)) {
+			u := m % o.Clients
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: []any{"to", "user:u" + strconv.Itoa(u), "type", "missed",
+				"data", `{"k":` + strconv.Itoa(m/o.Clients) + `,"u":` + strconv.Itoa(u) + `}`}})
+			m++
+		} else {
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: filler})
+		}
 		if i%1000 == 999 {
 			if _, err := pipe.Exec(ctx); err != nil {
 				return err
 			}
+			bar.add(1000)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
-	last, err := r.rdb.XRevRangeN(ctx, o.Stream, "+", "-", 1).Result()
-	if err != nil || len(last) == 0 {
-		return fmt.Errorf("prefill: %v", err)
+	bar.finish()
+	if m != missedTotal {
+		return fmt.Errorf("prefill wrote %d of %d missed events", m, missedTotal)
 	}
-	resumeFrom := last[0].ID
-	// Each client missed `missed` events of its own after resumeFrom.
-	for i := 0; i < o.Clients; i++ {
-		for k := 0; k < missed; k++ {
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: []any{"to", "user:u" + strconv.Itoa(i), "type", "missed", "data", `{"k":` + strconv.Itoa(k) + `}`}})
-		}
-		if i%100 == 99 {
-			if _, err := pipe.Exec(ctx); err != nil {
-				return err
-			}
-		}
+	r.stormed = true
+	r.res.Published = 1 + total
+	// The storm starts once the bridge holds everything (acknowledged means
+	// in the replay window), so it measures resume, not ingest.
+	if err := waitIngested(ctx, r.rdb, o.Stream, 120*time.Second); err != nil {
+		r.logf("%v; starting the storm anyway", err)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return err
-	}
-	// Let the bridge ingest what was appended before the storm starts.
-	time.Sleep(2 * time.Second)
 	readsBefore := streamReads(ctx, r.rdb)
 	base, _ := scrape(o.AdminURL)
-	r.start = time.Now()
-	if err := r.connect(ctx, o.Clients, func(i int) string { return userQuery(i) + "&last_event_id=" + resumeFrom }); err != nil {
+	start := time.Now()
+	r.caughtUpOrigin = start.UnixMicro()
+	if err := r.connect(ctx, resumeFrom); err != nil {
 		return err
 	}
-	defer r.closeAll()
-	if err := r.waitCaughtUp(120 * time.Second); err != nil {
+	if err := r.waitCaughtUp(ctx, 300*time.Second); err != nil {
 		return err
 	}
-	var lastCaught time.Time
-	for _, c := range r.clients {
-		c.mu.Lock()
-		if c.caughtUp.After(lastCaught) {
-			lastCaught = c.caughtUp
-		}
-		c.mu.Unlock()
+	// Every client is caught up: wait for the deliveries still in flight
+	// (caught_up follows the missed events on each connection, so this is
+	// short), then read the Redis counters.
+	want := int64(o.Clients * o.Missed)
+	deadline := time.Now().Add(10 * time.Second)
+	for r.status().Received < want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
-	r.res.CaughtUpSeconds = lastCaught.Sub(r.start).Seconds()
 	readsAfter := streamReads(ctx, r.rdb)
 	if readsBefore >= 0 && readsAfter >= 0 {
 		r.res.StreamReads = readsAfter - readsBefore
 	} else {
 		r.res.StreamReads = -1
 	}
-	after, err := scrape(o.AdminURL)
-	if err == nil {
+	if after, err := scrape(o.AdminURL); err == nil {
 		r.fillProcess(base, after)
 	}
-	r.res.Expected = int64(o.Clients * missed)
-	for _, c := range r.clients {
-		unique, dups, code := c.stats()
-		r.res.Delivered += int64(unique)
-		r.res.Duplicated += int64(dups)
-		if unique < missed {
-			r.res.Lost += int64(missed - unique)
+	r.res.Seconds = time.Since(start).Seconds()
+	return nil
+}
+
+// waitIngested waits until every notifybridge consumer group on the stream
+// has read and acknowledged up to its newest entry.
+func waitIngested(ctx context.Context, rdb *redis.Client, stream string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		last, err := rdb.XRevRangeN(ctx, stream, "+", "-", 1).Result()
+		if err != nil || len(last) == 0 {
+			return fmt.Errorf("stream %s: %v", stream, err)
 		}
-		if code != 0 {
-			r.res.Closed++
+		groups, err := rdb.XInfoGroups(ctx, stream).Result()
+		if err != nil {
+			return fmt.Errorf("XINFO GROUPS: %w", err)
+		}
+		done, ours := true, 0
+		for _, g := range groups {
+			if !strings.HasPrefix(g.Name, "notifybridge-") {
+				continue
+			}
+			ours++
+			if g.LastDeliveredID != last[0].ID || g.Pending > 0 {
+				done = false
+			}
+		}
+		if done && ours > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bridge did not ingest %s within %v", last[0].ID, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	r.res.Published = o.Prefill + o.Clients*missed
-	r.res.Seconds = r.res.CaughtUpSeconds
-	return nil
 }
 
 // streamReads sums XRANGE, XREVRANGE and XREAD calls from INFO commandstats;
@@ -493,8 +669,8 @@ var callsRe = regexp.MustCompile(`calls=(\d+)`)
 
 // metricsSnapshot is what bench reads from the bridge's /metrics.
 type metricsSnapshot struct {
-	rss, goroutines int64
-	cpu             float64
+	rss, heap, goroutines int64
+	cpu                   float64
 }
 
 func scrape(adminURL string) (metricsSnapshot, error) {
@@ -523,6 +699,8 @@ func scrape(adminURL string) (metricsSnapshot, error) {
 		switch name {
 		case "process_resident_memory_bytes":
 			s.rss = int64(f)
+		case "go_memstats_heap_inuse_bytes":
+			s.heap = int64(f)
 		case "go_goroutines":
 			s.goroutines = int64(f)
 		case "process_cpu_seconds_total":
@@ -537,6 +715,7 @@ type child struct {
 	cmd                       *exec.Cmd
 	wsURL, redisURL, adminURL string
 	done                      chan struct{}
+	log                       *tailBuffer // the child's last log lines, for errors
 }
 
 func startChild(ctx context.Context, o Options) (*child, error) {
@@ -554,10 +733,17 @@ func startChild(ctx context.Context, o Options) (*child, error) {
 			return nil, err
 		}
 	}
-	args := append([]string{"serve", "--listen", listen, "--admin-listen", admin, "--log-level", "info"}, o.Extra...)
+	// The child's node id is the run's own too: its consumer group never
+	// meets another run's or a production node's on a shared Redis.
+	args := []string{"serve", "--listen", listen, "--admin-listen", admin, "--log-level", "info",
+		"--stream", o.Stream, "--node-id", "bench-" + runID()}
 	if o.RedisURL != "" {
 		args = append(args, "--redis-url", o.RedisURL)
+		if !hasFlag(o.Extra, "auth", "jwt-secret", "jwt-public-key-file") {
+			args = append(args, "--auth", "none") // bench clients name themselves with ?user=
+		}
 	}
+	args = append(args, o.Extra...) // last, so they win
 	cmd := exec.Command(bin, args...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
@@ -565,17 +751,21 @@ func startChild(ctx context.Context, o Options) (*child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	c := &child{cmd: cmd, wsURL: "ws://" + listen + "/ws", adminURL: "http://" + admin, redisURL: o.RedisURL, done: make(chan struct{})}
+	c := &child{cmd: cmd, wsURL: "ws://" + listen + "/ws", adminURL: "http://" + admin, redisURL: o.RedisURL,
+		done: make(chan struct{}), log: &tailBuffer{}}
 	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		sent := false
 		for sc.Scan() {
+			_, _ = c.log.Write(append(sc.Bytes(), '\n'))
 			if m := embeddedRe.FindString(sc.Text()); m != "" && !sent {
 				found <- m
 				sent = true
 			}
 		}
+		_, _ = io.Copy(io.Discard, pr) // never block the child on a full pipe
 	}()
 	go func() { _ = cmd.Wait(); _ = pw.Close(); close(c.done) }()
 	if c.redisURL == "" {
@@ -583,7 +773,7 @@ func startChild(ctx context.Context, o Options) (*child, error) {
 		case u := <-found:
 			c.redisURL = u
 		case <-c.done:
-			return nil, errors.New("bridge child exited before it started")
+			return nil, fmt.Errorf("bridge child exited before it started:\n%s", c.log)
 		case <-time.After(30 * time.Second):
 			c.stop()
 			return nil, errors.New("bridge child did not log its embedded redis address within 30s")
@@ -600,17 +790,28 @@ func startChild(ctx context.Context, o Options) (*child, error) {
 		}
 		if time.Now().After(deadline) {
 			c.stop()
-			return nil, errors.New("bridge child not ready within 60s")
+			return nil, fmt.Errorf("bridge child not ready within 60s:\n%s", c.log)
 		}
 		select {
 		case <-c.done:
-			return nil, errors.New("bridge child exited before it was ready")
+			return nil, fmt.Errorf("bridge child exited before it was ready:\n%s", c.log)
 		case <-ctx.Done():
 			c.stop()
 			return nil, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func hasFlag(args []string, names ...string) bool {
+	for _, a := range args {
+		for _, n := range names {
+			if a == "--"+n || strings.HasPrefix(a, "--"+n+"=") || a == "-"+n || strings.HasPrefix(a, "-"+n+"=") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 var embeddedRe = regexp.MustCompile(`redis://127\.0\.0\.1:\d+`)

@@ -16,33 +16,36 @@ import (
 	"github.com/schollz/progressbar/v3"
 )
 
+// summarizeLatency turns the merged histogram and reservoirs into the
+// result's percentiles, report buckets and chart points.
 func (r *runner) summarizeLatency() {
-	s := r.sink.samples
-	if len(s) == 0 {
+	res := r.res
+	h := &res.hist
+	res.LatencySamples = h.N
+	if h.N == 0 {
 		return
 	}
-	lats := make([]float64, len(s))
-	for i, x := range s {
-		lats[i] = float64(x.lat) / float64(time.Millisecond)
-	}
-	sort.Float64s(lats)
-	q := func(p float64) float64 { return lats[min(len(lats)-1, int(p*float64(len(lats))))] }
-	r.res.P50ms, r.res.P90ms, r.res.P99ms, r.res.MaxMs = q(.50), q(.90), q(.99), lats[len(lats)-1]
+	res.P50ms, res.P90ms, res.P99ms = h.quantile(.50), h.quantile(.90), h.quantile(.99)
+	res.MaxMs = float64(h.MaxUS) / 1000
 	bounds := []float64{0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, math.Inf(1)}
-	counts := make([]int, len(bounds))
-	for _, l := range lats {
-		counts[sort.SearchFloat64s(bounds, l)]++
+	for i, c := range h.coarse(bounds) {
+		b := bounds[i]
+		if math.IsInf(b, 1) {
+			b = -1 // JSON has no infinity: -1 means "above"
+		}
+		res.Histogram = append(res.Histogram, bucketCount{UpToMs: b, Count: c})
 	}
-	for i, b := range bounds {
-		r.res.Histogram = append(r.res.Histogram, bucketCount{UpToMs: b, Count: counts[i]})
+	// The chart: every process's uniform reservoir, in time order, thinned
+	// to at most 5000 points.
+	s := res.rawSamples
+	sort.Slice(s, func(i, j int) bool { return s[i].AtUS < s[j].AtUS })
+	origin := r.origin.UnixMicro()
+	if r.origin.IsZero() && len(s) > 0 {
+		origin = s[0].AtUS
 	}
-	if math.IsInf(r.res.Histogram[len(bounds)-1].UpToMs, 1) {
-		r.res.Histogram[len(bounds)-1].UpToMs = -1 // JSON has no infinity: -1 means "above"
-	}
-	// Keep at most 5000 points for the latency-over-time chart.
 	step := max(1, len(s)/5000)
 	for i := 0; i < len(s); i += step {
-		r.res.Samples = append(r.res.Samples, sampleJSON{AtS: s[i].at.Seconds(), LatMs: float64(s[i].lat) / float64(time.Millisecond)})
+		res.Samples = append(res.Samples, sampleJSON{AtS: float64(s[i].AtUS-origin) / 1e6, LatMs: float64(s[i].LatUS) / 1000})
 	}
 }
 
@@ -51,15 +54,25 @@ func (res *Result) WriteTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 	row("scenario", res.Scenario)
-	row("clients", fmt.Sprint(res.Clients))
+	row("clients", fmt.Sprintf("%d in %d process(es)", res.Clients, res.Procs))
+	row("stream", res.Stream)
+	row("load average at start", res.LoadAvg)
+	if res.Scenario == "idle" {
+		row("connected and caught up in", fmt.Sprintf("%.2fs", res.Seconds))
+		row("clients closed by the bridge", fmt.Sprintf("%d %v", res.Closed, res.CloseCodes))
+	}
 	if res.Published > 0 {
 		row("published", fmt.Sprintf("%d (%.0f/s)", res.Published, res.PublishedPerS))
 		row("delivered", fmt.Sprintf("%d of %d expected", res.Delivered, res.Expected))
 		row("throughput", fmt.Sprintf("%.0f deliveries/s over %.2fs", res.DeliveriesPerS, res.Seconds))
-		row("latency p50/p90/p99/max", fmt.Sprintf("%.2f / %.2f / %.2f / %.2f ms", res.P50ms, res.P90ms, res.P99ms, res.MaxMs))
+		if res.LatencySamples > 0 {
+			row("latency p50/p90/p99/max", fmt.Sprintf("%.2f / %.2f / %.2f / %.2f ms (%d deliveries, publish to receive)",
+				res.P50ms, res.P90ms, res.P99ms, res.MaxMs, res.LatencySamples))
+		}
 		row("lost", fmt.Sprint(res.Lost))
 		row("duplicated", fmt.Sprint(res.Duplicated))
-		row("clients closed", fmt.Sprint(res.Closed))
+		row("misdelivered", fmt.Sprint(res.Misdelivered))
+		row("clients closed by the bridge", fmt.Sprintf("%d %v", res.Closed, res.CloseCodes))
 	}
 	if res.CaughtUpSeconds > 0 {
 		row("all caught up after", fmt.Sprintf("%.3fs", res.CaughtUpSeconds))
@@ -70,8 +83,8 @@ func (res *Result) WriteTable(w io.Writer) {
 		}
 	}
 	if res.RSSBytes > 0 {
-		row("bridge RSS", fmt.Sprintf("%.1f MiB (base %.1f MiB, %.0f B per connection)",
-			float64(res.RSSBytes)/(1<<20), float64(res.RSSBaseBytes)/(1<<20), res.RSSPerConnBytes))
+		row("bridge RSS", fmt.Sprintf("%.1f MiB (base %.1f MiB, %.0f B per connection; Go heap in use %.0f B per connection)",
+			float64(res.RSSBytes)/(1<<20), float64(res.RSSBaseBytes)/(1<<20), res.RSSPerConnBytes, res.HeapPerConn))
 		row("bridge goroutines", fmt.Sprintf("%d (base %d)", res.Goroutines, res.GoroutinesBase))
 		row("bridge CPU", fmt.Sprintf("%.2fs", res.CPUSeconds))
 	}

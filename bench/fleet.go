@@ -1,0 +1,365 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MaxClientsPerProcess bounds the connections one process holds, below
+// common fd limits (the bench machine allows 20,000 open files) with room
+// for the Redis pool, pipes and the bridge's own descriptors when
+// everything shares one host. More clients are spread over child processes
+// (`notifybridge bench-client`).
+const MaxClientsPerProcess = 9000
+
+// setSpec is what one set of clients opens: users u<First> … u<First+Count-1>.
+type setSpec struct {
+	WSURL   string `json:"ws_url"`
+	First   int    `json:"first"`
+	Count   int    `json:"count"`
+	Resume  string `json:"resume,omitempty"` // last_event_id for every client
+	Dialers int    `json:"dialers"`          // concurrent handshakes
+}
+
+// setStatus is a set's progress, sent by child processes as JSON lines.
+type setStatus struct {
+	Connected   int    `json:"connected"`
+	CaughtUp    int    `json:"caught_up"`
+	Received    int64  `json:"received"`
+	ConnectDone bool   `json:"connect_done"`
+	Err         string `json:"err,omitempty"`
+}
+
+// setStats is what a set measured, once its clients are closed.
+type setStats struct {
+	First          int         `json:"first"`
+	Unique         []int64     `json:"unique"` // per client, in user order
+	Duplicated     int64       `json:"duplicated"`
+	Misdelivered   int64       `json:"misdelivered"`
+	ServerClosed   map[int]int `json:"server_closed"` // close code → clients
+	LastCaughtUpUS int64       `json:"last_caught_up_us"`
+	Hist           latHist     `json:"hist"`
+	Samples        []sample    `json:"samples"`
+}
+
+// clientSet holds one process's clients.
+type clientSet struct {
+	spec     setSpec
+	clients  []*wsClient
+	sink     latencySink
+	conn     atomic.Int64
+	caught   atomic.Int64
+	received atomic.Int64
+	done     atomic.Bool
+	doneCh   chan struct{} // closed when connect returns
+	errMu    sync.Mutex
+	err      error
+}
+
+func newClientSet(spec setSpec) *clientSet {
+	return &clientSet{spec: spec, clients: make([]*wsClient, spec.Count), doneCh: make(chan struct{})}
+}
+
+// connect opens the set's clients, Dialers at a time so the bridge's accept
+// backlog and handshake timeout are not what the run measures.
+func (s *clientSet) connect(ctx context.Context) {
+	defer close(s.doneCh)
+	defer s.done.Store(true)
+	sem := make(chan struct{}, max(1, s.spec.Dialers))
+	var wg sync.WaitGroup
+	for i := range s.spec.Count {
+		if s.failed() != nil || ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			user := s.spec.First + i
+			q := userQuery(user)
+			if s.spec.Resume != "" {
+				q += "&last_event_id=" + s.spec.Resume
+			}
+			c, err := dialClient(ctx, s.spec.WSURL+"?"+q, user)
+			if err != nil {
+				s.fail(fmt.Errorf("client u%d: %w", user, err))
+				return
+			}
+			c.received, c.caught = &s.received, &s.caught
+			c.start(&s.sink)
+			s.clients[i] = c
+			s.conn.Add(1)
+		}(i)
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		s.fail(ctx.Err())
+	}
+}
+
+func (s *clientSet) fail(err error) {
+	s.errMu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.errMu.Unlock()
+}
+
+func (s *clientSet) failed() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+func (s *clientSet) status() setStatus {
+	st := setStatus{Connected: int(s.conn.Load()), CaughtUp: int(s.caught.Load()),
+		Received: s.received.Load(), ConnectDone: s.done.Load()}
+	if err := s.failed(); err != nil {
+		st.Err = err.Error()
+	}
+	return st
+}
+
+// finish closes every client and returns what the set measured. The
+// caller cancels connect's context first; finish waits for it to return so
+// no dial is still adding a client.
+func (s *clientSet) finish() *setStats {
+	<-s.doneCh
+	var wg sync.WaitGroup
+	for _, c := range s.clients {
+		if c != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); c.close() }()
+		}
+	}
+	wg.Wait()
+	st := &setStats{First: s.spec.First, Unique: make([]int64, len(s.clients)), ServerClosed: map[int]int{}}
+	for i, c := range s.clients {
+		if c == nil {
+			continue
+		}
+		c.mu.Lock()
+		st.Unique[i] = c.unique
+		st.Duplicated += c.dups
+		st.Misdelivered += c.misdeliver
+		if c.serverClosed {
+			st.ServerClosed[c.closeCode]++
+		}
+		st.LastCaughtUpUS = max(st.LastCaughtUpUS, c.caughtUpUS)
+		c.mu.Unlock()
+	}
+	s.sink.mu.Lock()
+	st.Hist, st.Samples = s.sink.hist, s.sink.samples
+	s.sink.mu.Unlock()
+	return st
+}
+
+// fleet is a set of clients in this process or in a child process.
+type fleet interface {
+	status() setStatus
+	finish() (*setStats, error)
+}
+
+type localFleet struct {
+	set    *clientSet
+	cancel context.CancelFunc
+}
+
+func startLocal(ctx context.Context, spec setSpec) *localFleet {
+	ctx, cancel := context.WithCancel(ctx)
+	f := &localFleet{set: newClientSet(spec), cancel: cancel}
+	go f.set.connect(ctx)
+	return f
+}
+
+func (f *localFleet) status() setStatus { return f.set.status() }
+
+func (f *localFleet) finish() (*setStats, error) {
+	f.cancel()
+	return f.set.finish(), nil
+}
+
+// remoteFleet is a `notifybridge bench-client` child. Protocol, one JSON
+// value per line: the parent writes the setSpec, the child answers with
+// setStatus lines every 200 ms; the parent writes "finish", the child closes
+// its clients and answers {"stats": …} and exits. A closed stdin (the
+// parent died) also closes everything, so no orphan keeps connections.
+type remoteFleet struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	mu     sync.Mutex
+	last   setStatus
+	stats  chan *setStats
+	exited chan struct{}
+	stderr *tailBuffer
+}
+
+type childLine struct {
+	Status *setStatus `json:"status,omitempty"`
+	Stats  *setStats  `json:"stats,omitempty"`
+}
+
+func startRemote(binary string, spec setSpec) (*remoteFleet, error) {
+	cmd := exec.Command(binary, "bench-client")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	f := &remoteFleet{cmd: cmd, stdin: stdin, stats: make(chan *setStats, 1), exited: make(chan struct{}), stderr: &tailBuffer{}}
+	cmd.Stderr = f.stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start bench-client: %w", err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 256<<20) // the stats line carries the histogram and samples
+		for sc.Scan() {
+			var l childLine
+			if json.Unmarshal(sc.Bytes(), &l) != nil {
+				continue
+			}
+			if l.Status != nil {
+				f.mu.Lock()
+				f.last = *l.Status
+				f.mu.Unlock()
+			}
+			if l.Stats != nil {
+				f.stats <- l.Stats
+			}
+		}
+		_ = cmd.Wait()
+		close(f.exited)
+	}()
+	line, _ := json.Marshal(spec)
+	if _, err := fmt.Fprintf(stdin, "%s\n", line); err != nil {
+		return nil, fmt.Errorf("bench-client: %w", err)
+	}
+	return f, nil
+}
+
+func (f *remoteFleet) status() setStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.last
+	select {
+	case <-f.exited:
+		if st.Err == "" {
+			st.Err = "bench-client exited: " + f.stderr.String()
+		}
+		st.ConnectDone = true
+	default:
+	}
+	return st
+}
+
+func (f *remoteFleet) finish() (*setStats, error) {
+	_, _ = io.WriteString(f.stdin, "finish\n")
+	select {
+	case st := <-f.stats:
+		_ = f.stdin.Close()
+		<-f.exited
+		return st, nil
+	case <-f.exited:
+		return nil, fmt.Errorf("bench-client exited without stats: %s", f.stderr.String())
+	case <-time.After(60 * time.Second):
+		_ = f.cmd.Process.Kill()
+		<-f.exited
+		return nil, errors.New("bench-client did not report within 60s")
+	}
+}
+
+// ClientMain is the hidden `notifybridge bench-client` subcommand: one
+// process's share of a run's clients, driven over stdin and stdout.
+func ClientMain(stdin io.Reader, stdout io.Writer) error {
+	in := bufio.NewScanner(stdin)
+	if !in.Scan() {
+		return errors.New("bench-client: no spec on stdin (this command is started by `notifybridge bench`)")
+	}
+	var spec setSpec
+	if err := json.Unmarshal(in.Bytes(), &spec); err != nil {
+		return fmt.Errorf("bench-client: spec: %w", err)
+	}
+	if spec.Count > MaxClientsPerProcess {
+		return fmt.Errorf("bench-client: %d clients is above %d per process", spec.Count, MaxClientsPerProcess)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	set := newClientSet(spec)
+	go set.connect(ctx)
+	var outMu sync.Mutex
+	write := func(l childLine) {
+		b, _ := json.Marshal(l)
+		outMu.Lock()
+		_, _ = fmt.Fprintf(stdout, "%s\n", b)
+		outMu.Unlock()
+	}
+	finish := make(chan struct{})
+	go func() {
+		for in.Scan() {
+			if strings.TrimSpace(in.Text()) == "finish" {
+				break
+			}
+		}
+		close(finish) // "finish" or the parent went away
+	}()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			st := set.status()
+			write(childLine{Status: &st})
+		case <-finish:
+			cancel()
+			st := set.status()
+			write(childLine{Status: &st})
+			write(childLine{Stats: set.finish()})
+			return nil
+		}
+	}
+}
+
+// tailBuffer keeps the last few KiB a child wrote, for error messages.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 4096 {
+		t.buf = append([]byte(nil), t.buf[len(t.buf)-4096:]...)
+	}
+	t.mu.Unlock()
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.buf))
+}
+
+// binaryPath is the notifybridge binary for child processes.
+func binaryPath(o Options) (string, error) {
+	if o.Binary != "" {
+		return o.Binary, nil
+	}
+	return os.Executable()
+}
