@@ -113,6 +113,18 @@ func (h *Hub) Head() ID {
 	return h.w.head
 }
 
+// PendingReads is how many Redis page reads for resumes older than the
+// window were requested and have not finished. It is read-only
+// introspection for tests and debugging (bridge/bridgetest waits on it
+// before trimming the stream, and to tell a cursor that waits for a page
+// from one that is drained); a drainer never needs it, since a cursor waiting
+// for a page has its peer woken when the page arrives.
+func (h *Hub) PendingReads() int {
+	h.bf.mu.Lock()
+	defer h.bf.mu.Unlock()
+	return len(h.bf.pending)
+}
+
 // Warm fills the window from the stream's newest entries, up to WindowBytes,
 // before the node serves. It returns newest, the id to create the ingest
 // consumer group at: the newest decodable entry warmed (entries after it are
