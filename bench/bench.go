@@ -77,7 +77,8 @@ type Result struct {
 	GoroutinesBase  int64         `json:"goroutines_base"`
 	CPUSeconds      float64       `json:"bridge_cpu_seconds"`
 	CaughtUpSeconds float64       `json:"caught_up_seconds,omitempty"`
-	StreamReads     int64         `json:"stream_reads"`
+	StreamReads     int64         `json:"stream_reads"`   // INFO commandstats: XRANGE+XREVRANGE+XREAD calls during the storm; -1 without
+	BackfillReads   int64         `json:"backfill_reads"` // the bridge's notifybridge_backfill_reads_total over the run
 	LoadAvg         string        `json:"load_average"`
 	Started         time.Time     `json:"started"`
 	Samples         []sampleJSON  `json:"-"`
@@ -402,6 +403,7 @@ func (r *runner) fillProcess(base, after metricsSnapshot) {
 	r.res.RSSBaseBytes, r.res.RSSBytes = base.rss, after.rss
 	r.res.GoroutinesBase, r.res.Goroutines = base.goroutines, after.goroutines
 	r.res.CPUSeconds = after.cpu - base.cpu
+	r.res.BackfillReads = after.backfillReads - base.backfillReads
 	if r.o.Clients > 0 {
 		r.res.RSSPerConnBytes = float64(after.rss-base.rss) / float64(r.o.Clients)
 		r.res.HeapPerConn = float64(after.heap-base.heap) / float64(r.o.Clients)
@@ -669,8 +671,8 @@ var callsRe = regexp.MustCompile(`calls=(\d+)`)
 
 // metricsSnapshot is what bench reads from the bridge's /metrics.
 type metricsSnapshot struct {
-	rss, heap, goroutines int64
-	cpu                   float64
+	rss, heap, goroutines, backfillReads int64
+	cpu                                  float64
 }
 
 func scrape(adminURL string) (metricsSnapshot, error) {
@@ -701,6 +703,8 @@ func scrape(adminURL string) (metricsSnapshot, error) {
 			s.rss = int64(f)
 		case "go_memstats_heap_inuse_bytes":
 			s.heap = int64(f)
+		case "notifybridge_backfill_reads_total":
+			s.backfillReads = int64(f)
 		case "go_goroutines":
 			s.goroutines = int64(f)
 		case "process_cpu_seconds_total":

@@ -43,8 +43,8 @@ func TestClientCountsRepeatsAndMisdelivery(t *testing.T) {
 	for _, f := range []string{
 		`{"id":"5-0","type":"bench","data":{"t":1,"u":7,"p":"x"}}`,
 		`{"id":"5-1","type":"bench","data":{"t":1,"u":7,"p":"x"}}`,
-		`{"id":"5-1","type":"bench","data":{"t":1,"u":7,"p":"x"}}`, // repeat
-		`{"id":"4-9","type":"bench","data":{"t":1,"u":7,"p":"x"}}`, // out of order
+		`{"id":"5-1","type":"bench","data":{"t":1,"u":7,"p":"x"}}`,  // repeat
+		`{"id":"4-9","type":"bench","data":{"t":1,"u":7,"p":"x"}}`,  // out of order
 		`{"id":"10-0","type":"bench","data":{"t":1,"u":8,"p":"x"}}`, // someone else's
 		`{"control":"caught_up","last":"10-0"}`,
 		`{"control":"caught_up","last":"10-0"}`,

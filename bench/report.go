@@ -81,6 +81,7 @@ func (res *Result) WriteTable(w io.Writer) {
 		} else {
 			row("stream reads", "n/a (the server has no INFO commandstats; use a real redis-server)")
 		}
+		row("bridge backfill page reads", fmt.Sprint(res.BackfillReads))
 	}
 	if res.RSSBytes > 0 {
 		row("bridge RSS", fmt.Sprintf("%.1f MiB (base %.1f MiB, %.0f B per connection; Go heap in use %.0f B per connection)",
