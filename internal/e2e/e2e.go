@@ -324,6 +324,9 @@ func (c *Client) read(r io.Reader) {
 	}
 }
 
+// Conn is the underlying connection, for tests that write frames themselves.
+func (c *Client) Conn() net.Conn { return c.conn }
+
 // Done is closed once the connection has ended.
 func (c *Client) Done() <-chan struct{} { return c.done }
 
