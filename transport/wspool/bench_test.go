@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/notifybridge/notifybridge/bridge"
 )
 
 // hub is a broadcast log for benchmarks: one publisher appends shared
@@ -63,6 +65,7 @@ func benchServer(tb testing.TB, h *hub, mod func(*Config)) (*Server, func() []*C
 	cfg := Config{
 		Listen:         "127.0.0.1:0",
 		Auth:           NewNoneAuthenticator(),
+		ValidateName:   bridge.ValidateName,
 		MaxConnections: 30000,
 		Accept: func(r *Request) (Source, error) {
 			mu.Lock()

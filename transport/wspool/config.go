@@ -28,8 +28,8 @@ type Config struct {
 	AllowedOrigins []string
 	// Auth establishes identities; required.
 	Auth Authenticator
-	// ValidateName checks a user id or group name (the core passes
-	// bridge.ValidateName). Nil uses an equivalent built-in check.
+	// ValidateName checks a user id or group name; required. The core passes
+	// bridge.ValidateName, so the rule of contract §4 lives in one place.
 	ValidateName func(string) error
 	// MaxGroups bounds the groups of one identity (default 100).
 	MaxGroups int
@@ -119,9 +119,6 @@ func (c *Config) setDefaults() {
 	if c.MaxWriteBatch == 0 {
 		c.MaxWriteBatch = 64 << 10
 	}
-	if c.ValidateName == nil {
-		c.ValidateName = validateName
-	}
 	if c.Hooks == nil {
 		c.Hooks = nopHooks{}
 	}
@@ -173,27 +170,8 @@ func (c *Config) Validate() error {
 	if c.Accept == nil {
 		return errors.New("wspool: Accept is required")
 	}
-	return nil
-}
-
-// validateName is the contract §4 rule for user ids and group names, for
-// callers that do not pass the core's bridge.ValidateName.
-func validateName(s string) error {
-	if len(s) == 0 {
-		return errors.New("is empty")
-	}
-	if len(s) > 256 {
-		return fmt.Errorf("is %d bytes, at most 256 allowed", len(s))
-	}
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == ',':
-			return errors.New("contains a comma")
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
-			return errors.New("contains whitespace")
-		case c < 0x20 || c == 0x7f:
-			return errors.New("contains a control character")
-		}
+	if c.ValidateName == nil {
+		return errors.New("wspool: ValidateName is required")
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/gobwas/ws"
+
+	"github.com/notifybridge/notifybridge/bridge"
 )
 
 func FuzzToken(f *testing.F) {
@@ -58,7 +60,7 @@ func FuzzHandshake(f *testing.F) {
 	f.Add([]byte("GET /ws?token=a%zz HTTP/1.1\r\nHost: h\r\nOrigin: null\r\nCookie: notifybridge_token=x\r\n\r\n"))
 	f.Add([]byte("POST /ws HTTP/1.1\r\nHost: h\r\n\r\nbody"))
 	f.Add([]byte("GET /wsx HTTP/1.1\r\n\r\n"))
-	h := &Server{cfg: Config{Auth: NewNoneAuthenticator(), Accept: func(*Request) (Source, error) { return &testSource{}, nil }}}
+	h := &Server{cfg: Config{Auth: NewNoneAuthenticator(), ValidateName: bridge.ValidateName, Accept: func(*Request) (Source, error) { return &testSource{}, nil }}}
 	h.cfg.setDefaults()
 	h.perIP = map[string]int{}
 	h.cfg.AllowedOrigins = nil

@@ -15,6 +15,8 @@ import (
 
 	"github.com/gobwas/ws"
 	"go.uber.org/goleak"
+
+	"github.com/notifybridge/notifybridge/bridge"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -104,9 +106,10 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, hooks: &countHooks{}, conns: map[string]*accepted{}}
 	cfg := Config{
-		Listen: "127.0.0.1:0",
-		Auth:   NewNoneAuthenticator(),
-		Hooks:  h.hooks,
+		Listen:       "127.0.0.1:0",
+		Auth:         NewNoneAuthenticator(),
+		ValidateName: bridge.ValidateName,
+		Hooks:        h.hooks,
 		Accept: func(r *Request) (Source, error) {
 			if r.Query.Get("fail") != "" {
 				return nil, errors.New("bad resume: " + r.Query.Get("fail"))

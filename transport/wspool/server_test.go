@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/notifybridge/notifybridge/bridge"
 )
 
 func TestDeliverAndWake(t *testing.T) {
@@ -452,7 +454,8 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Auth = nil }, "auth"},
 		{func(c *Config) { c.MaxConnectionsPerIP = -2 }, "max_connections_per_ip"},
 	} {
-		cfg := Config{Listen: "127.0.0.1:0", Auth: NewNoneAuthenticator(), Accept: func(*Request) (Source, error) { return nil, nil }}
+		cfg := Config{Listen: "127.0.0.1:0", Auth: NewNoneAuthenticator(), ValidateName: bridge.ValidateName,
+			Accept: func(*Request) (Source, error) { return nil, nil }}
 		tc.mod(&cfg)
 		_, err := New(cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
