@@ -3,12 +3,8 @@
 // other setup. It is a development aid: POST /demo/publish appends events
 // without any credentials, so the bridge mounts it only with auth=none.
 //
-// The page is plain HTML/CSS/JS and imports the browser SDK. static/
-// notifybridge.js is a byte-for-byte copy of clients/js/notifybridge.js
-// (go:embed cannot reach outside the package); TestSDKCopyInSync fails when
-// the two differ, and the fix is
-//
-//	cp clients/js/notifybridge.js demo/static/notifybridge.js
+// The page is plain HTML/CSS/JS and imports the browser SDK, served at
+// /demo/notifybridge.js from clients/js itself.
 package demo
 
 import (
@@ -22,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/notifybridge/notifybridge/bridge"
+	sdk "github.com/notifybridge/notifybridge/clients/js"
 )
 
 //go:embed static
@@ -51,6 +48,12 @@ func Handler(publish PublishFunc) http.Handler {
 	})
 	mux.HandleFunc("GET /demo/{$}", func(w http.ResponseWriter, r *http.Request) {
 		page(w, r, sub)
+	})
+	mux.HandleFunc("GET /demo/notifybridge.js", func(w http.ResponseWriter, _ *http.Request) {
+		securityHeaders(w)
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		_, _ = w.Write(sdk.Source)
 	})
 	mux.HandleFunc("GET /demo/", func(w http.ResponseWriter, r *http.Request) {
 		securityHeaders(w)
