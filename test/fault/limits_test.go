@@ -153,4 +153,3 @@ func prefixOf(got, all []string) bool {
 	}
 	return true
 }
-
