@@ -74,7 +74,7 @@ func newTelemetry(reg *prometheus.Registry, version string) *telemetry {
 		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_write_errors_total",
 			Help: "Socket write errors."}),
 		slowCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_slow_client_closes_total",
-			Help: "Connections closed for being slow, by cause (write_timeout, window)."}, []string{"cause"}),
+			Help: "Connections closed for being slow (1013 or at TCP level), by cause: write_timeout, evicted, replay_failed, replay_trimmed."}, []string{"cause"}),
 		windowBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_replay_window_bytes",
 			Help: "Bytes the replay window accounts for."}),
 		windowEvents: prometheus.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_replay_window_events",
