@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -83,6 +84,7 @@ type Result struct {
 	Started         time.Time     `json:"started"`
 	Samples         []sampleJSON  `json:"-"`
 	Histogram       []bucketCount `json:"latency_histogram_ms"`
+	Timeline        []point       `json:"timeline"`
 	hist            latHist       // merged over every client process
 	rawSamples      []sample      // merged reservoirs
 	perClient       []int64       // unique events per client, by user index
@@ -151,7 +153,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}()
 	}
 	res.Procs = max(o.Procs, (o.Clients+MaxClientsPerProcess-1)/MaxClientsPerProcess)
-	r := &runner{o: o, rdb: rdb, res: res}
+	r := &runner{o: o, rdb: rdb, res: res, t0: time.Now()}
+	stop, sampled := make(chan struct{}), make(chan struct{})
+	go r.sample(stop, sampled)
 	switch o.Scenario {
 	case "idle":
 		err = r.idle(ctx)
@@ -160,6 +164,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	case "resume-storm":
 		err = r.resumeStorm(ctx)
 	}
+	close(stop)
+	<-sampled
 	r.closeAll()
 	if err != nil {
 		return nil, err
@@ -219,6 +225,7 @@ func loadAvg() string {
 }
 
 type runner struct {
+	fleetsMu       sync.Mutex // fleets is read by the timeline sampler
 	o              Options
 	rdb            *redis.Client
 	res            *Result
@@ -226,8 +233,50 @@ type runner struct {
 	closed         bool
 	perUser        []int64   // targeted: events published to each user
 	stormed        bool      // resume-storm: the missed events are in the stream
-	origin         time.Time // the latency chart's zero: first publish
 	caughtUpOrigin int64     // resume-storm: unix µs the storm began
+	t0             time.Time // the timeline's zero: the run's start
+}
+
+func (r *runner) addFleet(f fleet) {
+	r.fleetsMu.Lock()
+	r.fleets = append(r.fleets, f)
+	r.fleetsMu.Unlock()
+}
+
+// point is one timeline sample: the clients' progress and the bridge's
+// process metrics, four times a second, for the plots.
+type point struct {
+	AtS        float64 `json:"t"`
+	Connected  int     `json:"connected"`
+	CaughtUp   int     `json:"caught_up"`
+	Received   int64   `json:"received"`
+	RSSBytes   int64   `json:"rss_bytes,omitempty"`
+	Goroutines int64   `json:"goroutines,omitempty"`
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+}
+
+// sample records the timeline until stop is closed.
+func (r *runner) sample(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	last := false
+	for {
+		st := r.status()
+		p := point{AtS: time.Since(r.t0).Seconds(), Connected: st.Connected, CaughtUp: st.CaughtUp, Received: st.Received}
+		if m, err := scrape(r.o.AdminURL); err == nil {
+			p.RSSBytes, p.Goroutines, p.CPUSeconds = m.rss, m.goroutines, m.cpu
+		}
+		r.res.Timeline = append(r.res.Timeline, p)
+		if last {
+			return
+		}
+		select {
+		case <-stop:
+			last = true // one more point: the state the run ended in
+		case <-tick.C:
+		}
+	}
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -245,7 +294,7 @@ func (r *runner) connect(ctx context.Context, resume string) error {
 	for first := 0; first < n; first += per {
 		spec := setSpec{WSURL: r.o.WSURL, First: first, Count: min(per, n-first), Resume: resume, Dialers: r.o.Dialers}
 		if procs == 1 {
-			r.fleets = append(r.fleets, startLocal(ctx, spec))
+			r.addFleet(startLocal(ctx, spec))
 			continue
 		}
 		bin, err := binaryPath(r.o)
@@ -256,7 +305,7 @@ func (r *runner) connect(ctx context.Context, resume string) error {
 		if err != nil {
 			return err
 		}
-		r.fleets = append(r.fleets, f)
+		r.addFleet(f)
 	}
 	if procs > 1 {
 		r.logf("clients spread over %d processes of at most %d", procs, per)
@@ -285,7 +334,10 @@ func (r *runner) connect(ctx context.Context, resume string) error {
 // status sums every fleet's progress; ConnectDone once all are done.
 func (r *runner) status() setStatus {
 	sum := setStatus{ConnectDone: true}
-	for _, f := range r.fleets {
+	r.fleetsMu.Lock()
+	fleets := r.fleets
+	r.fleetsMu.Unlock()
+	for _, f := range fleets {
 		st := f.status()
 		sum.Connected += st.Connected
 		sum.CaughtUp += st.CaughtUp
@@ -428,7 +480,6 @@ func (r *runner) fanout(ctx context.Context) error {
 	rng := rand.New(rand.NewPCG(1, 2))
 	bar := newProgress(r.o, r.o.Events, "publishing")
 	pubStart := time.Now()
-	r.origin = pubStart
 	err = pace(ctx, r.o.Rate, r.o.Events, func(batch int) error {
 		pipe := r.rdb.Pipeline()
 		for i := 0; i < batch; i++ {

@@ -192,7 +192,7 @@ func (f *localFleet) finish() (*setStats, error) {
 
 // remoteFleet is a `notifybridge bench-client` child. Protocol, one JSON
 // value per line: the parent writes the setSpec, the child answers with
-// setStatus lines every 200 ms; the parent writes "finish", the child closes
+// setStatus lines every 100 ms; the parent writes "finish", the child closes
 // its clients and answers {"stats": …} and exits. A closed stdin (the
 // parent died) also closes everything, so no orphan keeps connections.
 type remoteFleet struct {
@@ -317,7 +317,7 @@ func ClientMain(stdin io.Reader, stdout io.Writer) error {
 		}
 		close(finish) // "finish" or the parent went away
 	}()
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {

@@ -39,10 +39,7 @@ func (r *runner) summarizeLatency() {
 	// to at most 5000 points.
 	s := res.rawSamples
 	sort.Slice(s, func(i, j int) bool { return s[i].AtUS < s[j].AtUS })
-	origin := r.origin.UnixMicro()
-	if r.origin.IsZero() && len(s) > 0 {
-		origin = s[0].AtUS
-	}
+	origin := r.t0.UnixMicro() // the timeline's zero too, so the charts line up
 	step := max(1, len(s)/5000)
 	for i := 0; i < len(s); i += step {
 		res.Samples = append(res.Samples, sampleJSON{AtS: float64(s[i].AtUS-origin) / 1e6, LatMs: float64(s[i].LatUS) / 1000})
@@ -99,20 +96,19 @@ func (res *Result) WriteJSON(w io.Writer) error {
 	return enc.Encode(res)
 }
 
-// WriteReport writes a self-contained HTML page with inline SVG charts:
-// latency over time and the latency histogram.
+// WriteReport writes a self-contained HTML page: the table and inline SVG
+// charts (timeline; for fan-out runs, latency over time and its histogram).
 func (res *Result) WriteReport(path string) error {
 	var b strings.Builder
 	b.WriteString("<!doctype html><meta charset=utf-8><title>notifybridge bench</title>")
-	b.WriteString("<style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse}td{padding:2px 12px 2px 0}svg{background:#fafafa;border:1px solid #ddd;margin:1em 0}</style>")
+	b.WriteString("<style>body{font:14px system-ui,sans-serif;margin:2em;color:#222}svg{border:1px solid #ddd;margin:1em 0}</style>")
 	b.WriteString("<h1>notifybridge bench: " + html.EscapeString(res.Scenario) + "</h1><pre>")
 	var t strings.Builder
 	res.WriteTable(&t)
 	b.WriteString(html.EscapeString(t.String()))
 	b.WriteString("</pre>")
+	b.WriteString(res.svg())
 	if len(res.Samples) > 0 {
-		b.WriteString("<h2>Latency over time</h2>")
-		b.WriteString(res.scatterSVG(800, 300))
 		b.WriteString("<h2>Latency histogram</h2>")
 		b.WriteString(res.histogramSVG(800, 300))
 	}
@@ -120,41 +116,201 @@ func (res *Result) WriteReport(path string) error {
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
-// SVG writes the latency-over-time chart alone (for docs).
+// SVG writes the run's charts as one standalone SVG (for docs).
 func (res *Result) SVG(path string) error {
-	return os.WriteFile(path, []byte(res.scatterSVG(800, 300)), 0o644)
+	return os.WriteFile(path, []byte(res.svg()), 0o644)
 }
 
-func (res *Result) scatterSVG(w, h float64) string {
-	const pad = 50.0
-	maxT, maxL := 0.0, 0.0
-	for _, s := range res.Samples {
-		maxT, maxL = math.Max(maxT, s.AtS), math.Max(maxL, s.LatMs)
+// svg picks the charts that say something about the scenario: latency over
+// time for fan-out, clients caught up over time for a resume storm, bridge
+// memory against connections for idle; every run also gets the timeline.
+func (res *Result) svg() string {
+	const w, ph = 800.0, 260.0
+	var panels []string
+	head := fmt.Sprintf("%s, %d clients: ", res.Scenario, res.Clients)
+	switch res.Scenario {
+	case "broadcast", "targeted":
+		head += fmt.Sprintf("%d events at %.0f/s, %.0f deliveries/s, p50 %.1f ms, p99 %.1f ms, lost %d, duplicated %d",
+			res.Published, res.PublishedPerS, res.DeliveriesPerS, res.P50ms, res.P99ms, res.Lost, res.Duplicated)
+		panels = append(panels, res.scatterPanel(w, ph), res.linePanel(w, ph, "deliveries per second",
+			"/s", []series{{"received by clients", "#2a6fdb", res.rate(func(p point) float64 { return float64(p.Received) })}}))
+	case "resume-storm":
+		head += fmt.Sprintf("all caught up after %.2fs, %d stream reads, %d backfill pages, lost %d, duplicated %d",
+			res.CaughtUpSeconds, res.StreamReads, res.BackfillReads, res.Lost, res.Duplicated)
+		panels = append(panels, res.linePanel(w, ph, "clients", "", []series{
+			{"connected", "#999", res.series(func(p point) float64 { return float64(p.Connected) })},
+			{"caught up", "#2a6fdb", res.series(func(p point) float64 { return float64(p.CaughtUp) })},
+		}))
+	case "idle":
+		head += fmt.Sprintf("bridge RSS %.1f MiB (%.0f B per connection), %d goroutines",
+			float64(res.RSSBytes)/(1<<20), res.RSSPerConnBytes, res.Goroutines)
+		panels = append(panels, res.linePanel(w, ph, "connections", "", []series{
+			{"connected", "#2a6fdb", res.series(func(p point) float64 { return float64(p.Connected) })},
+		}))
 	}
-	maxT, maxL = math.Max(maxT, 0.001), math.Max(maxL, 0.001)
+	panels = append(panels,
+		res.linePanel(w, ph, "bridge resident memory", " MiB", []series{
+			{"RSS", "#d9822b", res.series(func(p point) float64 { return float64(p.RSSBytes) / (1 << 20) })}}),
+		res.linePanel(w, ph, "bridge CPU (cores busy) and goroutines / 100", "", []series{
+			{"CPU", "#d33", res.rate(func(p point) float64 { return p.CPUSeconds })},
+			{"goroutines/100", "#2a9d3a", res.series(func(p point) float64 { return float64(p.Goroutines) / 100 })}}),
+	)
 	var b strings.Builder
+	h := 40 + ph*float64(len(panels))
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`, w, h)
-	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#fafafa"/>`)
-	fmt.Fprintf(&b, `<line x1="%v" y1="%v" x2="%v" y2="%v" stroke="#888"/>`, pad, h-pad, w-10, h-pad)
-	fmt.Fprintf(&b, `<line x1="%v" y1="10" x2="%v" y2="%v" stroke="#888"/>`, pad, pad, h-pad)
-	fmt.Fprintf(&b, `<text x="%v" y="%v">%.1fs</text><text x="%v" y="%v">0</text>`, w-40, h-pad+15, maxT, pad, h-pad+15)
-	fmt.Fprintf(&b, `<text x="5" y="15">%.1f ms</text><text x="5" y="%v">0 ms</text>`, maxL, h-pad)
-	fmt.Fprintf(&b, `<text x="%v" y="%v">time since first publish</text>`, w/2-50, h-15)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="#fff"/>`)
+	fmt.Fprintf(&b, `<text x="10" y="18" font-size="13" font-weight="bold">%s</text>`, html.EscapeString(head))
+	fmt.Fprintf(&b, `<text x="10" y="33" fill="#666">load average at start %s; %s</text>`, html.EscapeString(res.LoadAvg), res.Started.Format("2006-01-02 15:04 UTC"))
+	for i, p := range panels {
+		fmt.Fprintf(&b, `<g transform="translate(0,%.0f)">%s</g>`, 40+ph*float64(i), p)
+	}
+	b.WriteString("</svg>")
+	return b.String()
+}
+
+type xy struct{ x, y float64 }
+
+type series struct {
+	name, color string
+	pts         []xy
+}
+
+func (res *Result) series(f func(point) float64) []xy {
+	out := make([]xy, 0, len(res.Timeline))
+	for _, p := range res.Timeline {
+		out = append(out, xy{p.AtS, f(p)})
+	}
+	return out
+}
+
+// rate differentiates a cumulative timeline value (per second) over
+// windows of at least a second: client processes report every 100 ms and
+// the timeline samples every 250 ms, so shorter windows would alias.
+func (res *Result) rate(f func(point) float64) []xy {
+	var out []xy
+	j := 0
+	for i := 1; i < len(res.Timeline); i++ {
+		b := res.Timeline[i]
+		for j+1 < i && b.AtS-res.Timeline[j+1].AtS >= 1 {
+			j++
+		}
+		a := res.Timeline[j]
+		if dt := b.AtS - a.AtS; dt > 0 {
+			out = append(out, xy{b.AtS, math.Max(0, (f(b)-f(a))/dt)})
+		}
+	}
+	return out
+}
+
+// niceStep is a 1, 2 or 5 × 10^k step giving about n ticks up to max.
+func niceStep(max float64, n int) float64 {
+	if max <= 0 {
+		return 1
+	}
+	raw := max / float64(n)
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*mag >= raw {
+			return m * mag
+		}
+	}
+	return 10 * mag
+}
+
+// frame draws a panel's axes, ticks and title; it returns the mapping from
+// data to panel coordinates.
+func frame(b *strings.Builder, w, h float64, title, xLabel, yUnit string, xMax, yMax float64) func(x, y float64) (float64, float64) {
+	const left, right, top, bottom = 60.0, 20.0, 24.0, 36.0
+	xStep, yStep := niceStep(xMax, 8), niceStep(yMax, 4)
+	xMax = math.Max(xStep, math.Ceil(xMax/xStep)*xStep)
+	yMax = math.Max(yStep, math.Ceil(yMax/yStep)*yStep)
+	pw, phh := w-left-right, h-top-bottom
+	m := func(x, y float64) (float64, float64) {
+		return left + x/xMax*pw, top + phh - math.Min(y, yMax)/yMax*phh
+	}
+	fmt.Fprintf(b, `<text x="%v" y="16" font-weight="bold">%s</text>`, left, html.EscapeString(title))
+	for y := 0.0; y <= yMax+yStep/2; y += yStep {
+		_, py := m(0, y)
+		fmt.Fprintf(b, `<line x1="%v" y1="%.1f" x2="%v" y2="%.1f" stroke="#eee"/><text x="%v" y="%.1f" text-anchor="end">%s%s</text>`,
+			left, py, w-right, py, left-4, py+4, fmtNum(y), yUnit)
+	}
+	for x := 0.0; x <= xMax+xStep/2; x += xStep {
+		px, _ := m(x, 0)
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%v" x2="%.1f" y2="%v" stroke="#888"/><text x="%.1f" y="%v" text-anchor="middle">%s</text>`,
+			px, top+phh, px, top+phh+4, px, top+phh+16, fmtNum(x))
+	}
+	fmt.Fprintf(b, `<line x1="%v" y1="%v" x2="%v" y2="%v" stroke="#888"/>`, left, top+phh, w-right, top+phh)
+	fmt.Fprintf(b, `<text x="%v" y="%v" text-anchor="middle" fill="#666">%s</text>`, left+pw/2, h-4, html.EscapeString(xLabel))
+	return m
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case v >= 1e6:
+		return fmt.Sprintf("%gM", v/1e6)
+	case v >= 1e4:
+		return fmt.Sprintf("%gk", v/1e3)
+	}
+	return fmt.Sprintf("%g", math.Round(v*1000)/1000)
+}
+
+func (res *Result) linePanel(w, h float64, title, yUnit string, ss []series) string {
+	xMax, yMax := 0.0, 0.0
+	for _, s := range ss {
+		for _, p := range s.pts {
+			xMax, yMax = math.Max(xMax, p.x), math.Max(yMax, p.y)
+		}
+	}
+	var b strings.Builder
+	m := frame(&b, w, h, title, "seconds since the run started", yUnit, xMax, yMax)
+	for i, s := range ss {
+		if len(s.pts) > 0 {
+			b.WriteString(`<polyline fill="none" stroke-width="1.5" stroke="` + s.color + `" points="`)
+			for _, p := range s.pts {
+				x, y := m(p.x, p.y)
+				fmt.Fprintf(&b, "%.1f,%.1f ", x, y)
+			}
+			b.WriteString(`"/>`)
+		}
+		// Legend: one line per series, right-aligned beside the title.
+		fmt.Fprintf(&b, `<text x="%v" y="%d" fill="%s" text-anchor="end">%s</text>`, w-24, 16+12*i, s.color, html.EscapeString(s.name))
+	}
+	return b.String()
+}
+
+// scatterPanel plots every sampled delivery's latency against its time. The
+// y axis stops at 3 × p99 (at least 1 ms) so the bulk stays readable; the
+// points above are drawn on the top edge and counted in the title.
+func (res *Result) scatterPanel(w, h float64) string {
+	xMax, yCap := 0.0, math.Max(1, 3*res.P99ms)
+	clipped := 0
 	for _, s := range res.Samples {
-		x := pad + s.AtS/maxT*(w-pad-10)
-		y := h - pad - s.LatMs/maxL*(h-pad-10)
-		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="1.2" fill="#2a6fdb" fill-opacity="0.5"/>`, x, y)
+		xMax = math.Max(xMax, s.AtS)
+		if s.LatMs > yCap {
+			clipped++
+		}
+	}
+	title := fmt.Sprintf("latency, publish to receive (%d sampled deliveries", len(res.Samples))
+	if clipped > 0 {
+		title += fmt.Sprintf("; %d above %.1f ms drawn at the top, max %.1f ms", clipped, yCap, res.MaxMs)
+	}
+	title += ")"
+	var b strings.Builder
+	m := frame(&b, w, h, title, "seconds since the run started", " ms", xMax, yCap)
+	for _, s := range res.Samples {
+		x, y := m(s.AtS, s.LatMs)
+		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="1.2" fill="#2a6fdb" fill-opacity="0.45"/>`, x, y)
 	}
 	for _, p := range []struct {
 		name string
 		v    float64
 		c    string
 	}{{"p50", res.P50ms, "#2a9d3a"}, {"p99", res.P99ms, "#d33"}} {
-		y := h - pad - p.v/maxL*(h-pad-10)
-		fmt.Fprintf(&b, `<line x1="%v" y1="%.1f" x2="%v" y2="%.1f" stroke="%s" stroke-dasharray="4 3"/><text x="%v" y="%.1f" fill="%s">%s %.2f ms</text>`,
-			pad, y, w-10, y, p.c, w-110, y-3, p.c, p.name, p.v)
+		x0, y := m(0, p.v)
+		x1, _ := m(xMax, p.v)
+		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-dasharray="4 3"/><text x="%.1f" y="%.1f" fill="%s" text-anchor="end">%s %.2f ms</text>`,
+			x0, y, x1, y, p.c, x1, y-3, p.c, p.name, p.v)
 	}
-	b.WriteString("</svg>")
 	return b.String()
 }
 
