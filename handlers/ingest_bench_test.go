@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,7 +26,11 @@ import (
 //
 //	NB_BENCH=1 go test -run TestIngestThroughput -v -timeout 20m ./handlers/
 //
-// NB_BENCH_ENTRIES overrides the 200000 entries per stream.
+// NB_BENCH_ENTRIES overrides the 200000 entries per stream, NB_BENCH_SIZES
+// the data sizes ("200,1024") and NB_BENCH_ROWS the loops run
+// ("raw,router,ingest,hub"; profile one with -cpuprofile), NB_BENCH_RUNS
+// repeats the whole sequence, NB_BENCH_BATCH and NB_BENCH_ACK_BATCH set the
+// Subscriber's BatchSize and AckBatch (default 256 each).
 func TestIngestThroughput(t *testing.T) {
 	if os.Getenv("NB_BENCH") != "1" {
 		t.Skip("set NB_BENCH=1 to run the ingest benchmark")
@@ -31,20 +39,70 @@ func TestIngestThroughput(t *testing.T) {
 	if v := os.Getenv("NB_BENCH_ENTRIES"); v != "" {
 		fmt.Sscan(v, &n)
 	}
+	sizes := []int{200, 1024}
+	if v := os.Getenv("NB_BENCH_SIZES"); v != "" {
+		sizes = sizes[:0]
+		for _, f := range strings.Split(v, ",") {
+			var size int
+			fmt.Sscan(f, &size)
+			sizes = append(sizes, size)
+		}
+	}
+	rows := []benchRow{
+		{"raw", "raw XREADGROUP+XACK", rawLoop},
+		{"router", "Subscriber+Router no-op handler", routerLoop(modeNoop)},
+		{"ingest", "full ingest, NopAppender", routerLoop(modeNop)},
+		{"hub", "full ingest, bridge.Hub 64 MiB window", routerLoop(modeHub)},
+	}
+	if v := os.Getenv("NB_BENCH_ROWS"); v != "" {
+		rows = slices.DeleteFunc(rows, func(r benchRow) bool { return !slices.Contains(strings.Split(v, ","), r.name) })
+	}
+	runs := 1
+	if v := os.Getenv("NB_BENCH_RUNS"); v != "" {
+		fmt.Sscan(v, &runs)
+	}
 	srv := redistest.Start(t)
 	c := srv.Client()
-	for _, size := range []int{200, 1024} {
-		raw := runFilled(t, c, n, size, "raw", rawLoop)
-		noop := runFilled(t, c, n, size, "router", routerLoop(false))
-		full := runFilled(t, c, n, size, "ingest", routerLoop(true))
-		t.Logf("data %4d B, %d entries: raw XREADGROUP+XACK %7.0f/s | Subscriber+Router no-op handler %7.0f/s (%.0f%%) | full ingest (decode, policy, no-op appender) %7.0f/s (%.0f%%)",
-			size, n, raw, noop, 100*noop/raw, full, 100*full/raw)
+	for run := 1; run <= runs; run++ {
+		t.Logf("run %d of %d", run, runs)
+		benchRun(t, c, n, sizes, rows)
 	}
 }
 
+func benchRun(t *testing.T, c *redis.Client, n int, sizes []int, rows []benchRow) {
+	for _, size := range sizes {
+		var raw float64
+		for _, r := range rows {
+			res := runFilled(t, c, n, size, r.name, r.loop)
+			if r.name == "raw" {
+				raw = res.rate
+			}
+			pct := ""
+			if raw > 0 && r.name != "raw" {
+				pct = fmt.Sprintf(" (%3.0f%% of raw)", 100*res.rate/raw)
+			}
+			t.Logf("data %4d B, %d entries: %-38s %7.0f/s%s | CPU/entry: Go %5.2f µs, redis-server %5.2f µs | GCs %d",
+				size, n, r.desc, res.rate, pct, res.goCPU, res.redisCPU, res.gcs)
+		}
+	}
+}
+
+type benchRow struct {
+	name, desc string
+	loop       func(t *testing.T, c *redis.Client, stream string, n int) time.Duration
+}
+
+type benchResult struct {
+	rate     float64 // entries per second
+	goCPU    float64 // µs of this process's CPU (user+sys) per entry
+	redisCPU float64 // µs of redis-server CPU per entry
+	gcs      uint32  // GC cycles during the loop
+}
+
 // runFilled fills a fresh stream with n contract entries whose data is about
-// size bytes, runs loop over it and returns entries per second.
-func runFilled(t *testing.T, c *redis.Client, n, size int, name string, loop func(t *testing.T, c *redis.Client, stream string, n int) time.Duration) float64 {
+// size bytes, runs loop over it and returns entries per second and the CPU
+// both sides spent per entry (less noisy than the rate on a shared machine).
+func runFilled(t *testing.T, c *redis.Client, n, size int, name string, loop func(t *testing.T, c *redis.Client, stream string, n int) time.Duration) benchResult {
 	t.Helper()
 	ctx := context.Background()
 	stream := fmt.Sprintf("bench-%s-%d", name, size)
@@ -62,12 +120,52 @@ func runFilled(t *testing.T, c *redis.Client, n, size int, name string, loop fun
 	if err := c.XGroupCreate(ctx, stream, "g", "0").Err(); err != nil {
 		t.Fatal(err)
 	}
+	runtime.GC()
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0, rcpu0 := processCPU(t), redisCPU(t, c)
 	elapsed := loop(t, c, stream, n)
+	cpu1, rcpu1 := processCPU(t), redisCPU(t, c)
+	runtime.ReadMemStats(&ms1)
 	if p, err := c.XPending(ctx, stream, "g").Result(); err != nil || p.Count != 0 {
 		t.Fatalf("%s: pending after run: %v %v", name, p, err)
 	}
 	c.Del(ctx, stream)
-	return float64(n) / elapsed.Seconds()
+	return benchResult{
+		rate:     float64(n) / elapsed.Seconds(),
+		goCPU:    float64((cpu1 - cpu0).Microseconds()) / float64(n),
+		redisCPU: (rcpu1 - rcpu0) * 1e6 / float64(n),
+		gcs:      ms1.NumGC - ms0.NumGC,
+	}
+}
+
+// processCPU is the user+system CPU time this process used so far.
+func processCPU(t *testing.T) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// redisCPU is the user+system CPU seconds redis-server used so far.
+func redisCPU(t *testing.T, c *redis.Client) float64 {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum += f
+		}
+	}
+	return sum
 }
 
 // rawLoop is the floor: XREADGROUP COUNT 256, then one XACK for the batch.
@@ -105,25 +203,56 @@ func (h *doneHooks) AcksFlushed(n int) {
 	}
 }
 
+type loopMode int
+
+const (
+	modeNoop loopMode = iota // Subscriber and Router, handler does nothing
+	modeNop                  // NewRouter's whole ingest path, NopAppender
+	modeHub                  // NewRouter's whole ingest path into a real bridge.Hub
+)
+
 // routerLoop runs streams.Subscriber under a Watermill Router until every
-// entry is acked: with a no-op handler, or (full) with NewRouter's whole
-// ingest path and NopAppender.
-func routerLoop(full bool) func(t *testing.T, c *redis.Client, stream string, n int) time.Duration {
+// entry is acked: with a no-op handler, or NewRouter's whole ingest path
+// with NopAppender or with the real window (bridge.Hub, 64 MiB, the
+// default), which keeps a live heap as in production.
+func routerLoop(mode loopMode) func(t *testing.T, c *redis.Client, stream string, n int) time.Duration {
 	return func(t *testing.T, c *redis.Client, stream string, n int) time.Duration {
 		hooks := &doneHooks{target: int64(n), done: make(chan struct{})}
-		sub, err := streams.NewSubscriber(c, streams.Config{Stream: stream, Group: "g", Consumer: "c", Hooks: hooks})
+		cfg := streams.Config{Stream: stream, Group: "g", Consumer: "c", Hooks: hooks}
+		if v := os.Getenv("NB_BENCH_BATCH"); v != "" {
+			fmt.Sscan(v, &cfg.BatchSize)
+		}
+		if v := os.Getenv("NB_BENCH_ACK_BATCH"); v != "" {
+			fmt.Sscan(v, &cfg.AckBatch)
+		}
+		sub, err := streams.NewSubscriber(c, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
+		var app Appender = NopAppender{}
+		if mode == modeHub {
+			hub, err := bridge.NewHub(bridge.Config{WindowBytes: 64 << 20},
+				NewStore(streams.NewReader(c, stream), bridge.DefaultLimits))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer hub.Close()
+			app = &countingAppender{hub: hub}
+			defer func() {
+				if a := app.(*countingAppender); a.fresh != int64(n) {
+					t.Errorf("hub took %d of %d events as new", a.fresh, n)
+				}
+			}()
+		}
 		var r *message.Router
-		if full {
-			dl, _ := streams.NewDeadLetter(c, stream, 1000)
-			r, err = NewRouter(sub, IngestConfig{Stream: stream, Limits: bridge.DefaultLimits, DeadLetter: dl})
-		} else {
+		if mode == modeNoop {
 			r, err = message.NewRouter(message.RouterConfig{}, watermill.NopLogger{})
 			if err == nil {
 				r.AddConsumerHandler("noop", stream, sub, func(*message.Message) error { return nil })
 			}
+		} else {
+			dl, _ := streams.NewDeadLetter(c, stream, 1000)
+			r, err = NewRouter(sub, IngestConfig{Stream: stream, Limits: bridge.DefaultLimits, DeadLetter: dl, Appender: app})
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -145,4 +274,19 @@ func routerLoop(full bool) func(t *testing.T, c *redis.Client, stream string, n 
 		}
 		return elapsed
 	}
+}
+
+// countingAppender counts what the Hub took as new (it is called from one
+// handler at a time).
+type countingAppender struct {
+	hub   *bridge.Hub
+	fresh int64
+}
+
+func (a *countingAppender) Append(ev *bridge.Event) bool {
+	ok := a.hub.Append(ev)
+	if ok {
+		a.fresh++
+	}
+	return ok
 }
