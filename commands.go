@@ -92,7 +92,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var o benchpkg.Options
 	var jsonOut bool
-	var report, svg, extra string
+	var report, svg, extra, env string
 	fs.StringVar(&o.Scenario, "scenario", "broadcast", "idle, broadcast, targeted or resume-storm")
 	fs.IntVar(&o.Clients, "clients", 1000, "WebSocket clients")
 	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("client processes (0: as few as allowed, at most %d clients each)", benchpkg.MaxClientsPerProcess))
@@ -108,6 +108,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.RedisURL, "redis-url", "", "the bridge's Redis (needed with --ws-url; without it, passed to the started bridge)")
 	fs.StringVar(&o.AdminURL, "admin-url", "", "the bridge's admin address (http://host:9090) for RSS, CPU and goroutines")
 	fs.StringVar(&extra, "bridge-args", "", "extra settings for the started bridge, space-separated")
+	fs.StringVar(&env, "bridge-env", "", "extra environment for the started bridge, space-separated (GOMAXPROCS=1 GOMEMLIMIT=256MiB)")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	fs.StringVar(&report, "report", "", "write an HTML report with charts to this file")
 	fs.StringVar(&svg, "svg", "", "write the latency-over-time chart as SVG to this file")
@@ -115,6 +116,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	o.Extra = strings.Fields(extra)
+	o.Env = strings.Fields(env)
 	o.Progress = stderr
 	if f, ok := stderr.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {

@@ -38,11 +38,12 @@ type Options struct {
 	Stream   string        // empty: a fresh bench-<run> stream with a started bridge, else notifications
 	Dialers  int           // concurrent handshakes per process (0: 256)
 
-	WSURL    string // ws://host:port/ws; empty starts a bridge child process
-	RedisURL string // the bridge's Redis; empty with WSURL empty: embedded
-	AdminURL string // http://host:port of admin_listen, for RSS, CPU, goroutines
-	Binary   string // the notifybridge binary for the child bridge and client processes
-	Extra    []string
+	WSURL    string   // ws://host:port/ws; empty starts a bridge child process
+	RedisURL string   // the bridge's Redis; empty with WSURL empty: embedded
+	AdminURL string   // http://host:port of admin_listen, for RSS, CPU, goroutines
+	Binary   string   // the notifybridge binary for the child bridge and client processes
+	Extra    []string // more settings for the started bridge
+	Env      []string // more environment for the started bridge (GOMAXPROCS=1, GOMEMLIMIT=…)
 
 	Progress io.Writer // plain progress lines; nil for none
 	Bar      bool      // draw a progress bar (terminals)
@@ -800,6 +801,7 @@ func startChild(ctx context.Context, o Options) (*child, error) {
 	}
 	args = append(args, o.Extra...) // last, so they win
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), o.Env...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	cmd.Stdout = io.Discard
