@@ -123,7 +123,8 @@ func TestReadinessFollowsRedis(t *testing.T) {
 }
 
 func TestReadinessDuringDrain(t *testing.T) {
-	n := e2e.StartNode(t, e2e.NodeOptions{Args: []string{"--shutdown-delay", "3s", "--shutdown-timeout", "10s"}})
+	// A short ingest_block: the drain's last step waits for the blocked read.
+	n := e2e.StartNode(t, e2e.NodeOptions{Args: []string{"--shutdown-delay", "2s", "--shutdown-timeout", "10s", "--ingest-block", "200ms"}})
 	clients := make([]*e2e.Client, 50)
 	for i := range clients {
 		clients[i] = e2e.Dial(t, n.Listen, "user=u"+strconv.Itoa(i), nil)
@@ -270,6 +271,7 @@ func TestBenchScenariosLoseNothing(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each run has its own bridge and stream; most of a run is waiting
 			args := append([]string{"bench", "--json"}, tc.args...)
 			if tc.real {
 				args = append(args, "--redis-url", rs.URL())
