@@ -19,8 +19,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/gobwas/ws"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -37,6 +39,7 @@ type Options struct {
 	Missed   int           // resume-storm: events each client missed
 	Stream   string        // empty: a fresh bench-<run> stream with a started bridge, else notifications
 	Dialers  int           // concurrent handshakes per process (0: 256)
+	Slow     int           // broadcast/targeted: extra clients that never read (write_timeout, eviction)
 
 	WSURL    string   // ws://host:port/ws; empty starts a bridge child process
 	RedisURL string   // the bridge's Redis; empty with WSURL empty: embedded
@@ -79,8 +82,10 @@ type Result struct {
 	GoroutinesBase  int64         `json:"goroutines_base"`
 	CPUSeconds      float64       `json:"bridge_cpu_seconds"`
 	CaughtUpSeconds float64       `json:"caught_up_seconds,omitempty"`
-	StreamReads     int64         `json:"stream_reads"`   // INFO commandstats: XRANGE+XREVRANGE+XREAD calls during the storm; -1 without
-	BackfillReads   int64         `json:"backfill_reads"` // the bridge's notifybridge_backfill_reads_total over the run
+	StreamReads     int64         `json:"stream_reads"` // INFO commandstats: XRANGE+XREVRANGE+XREAD calls during the storm; -1 without
+	BackfillReads   int64         `json:"backfill_reads"`
+	SlowClients     int           `json:"slow_clients,omitempty"`
+	SlowClosed      int64         `json:"slow_closed"` // the bridge's notifybridge_slow_client_closes_total over the run // the bridge's notifybridge_backfill_reads_total over the run
 	LoadAvg         string        `json:"load_average"`
 	Started         time.Time     `json:"started"`
 	Samples         []sampleJSON  `json:"-"`
@@ -226,6 +231,7 @@ func loadAvg() string {
 }
 
 type runner struct {
+	slow           []net.Conn // clients that never read
 	fleetsMu       sync.Mutex // fleets is read by the timeline sampler
 	o              Options
 	rdb            *redis.Client
@@ -254,6 +260,7 @@ type point struct {
 	RSSBytes   int64   `json:"rss_bytes,omitempty"`
 	Goroutines int64   `json:"goroutines,omitempty"`
 	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
+	SlowClosed int64   `json:"slow_closed,omitempty"` // cumulative, since the bridge started
 }
 
 // sample records the timeline until stop is closed.
@@ -266,7 +273,7 @@ func (r *runner) sample(stop <-chan struct{}, done chan<- struct{}) {
 		st := r.status()
 		p := point{AtS: time.Since(r.t0).Seconds(), Connected: st.Connected, CaughtUp: st.CaughtUp, Received: st.Received}
 		if m, err := scrape(r.o.AdminURL); err == nil {
-			p.RSSBytes, p.Goroutines, p.CPUSeconds = m.rss, m.goroutines, m.cpu
+			p.RSSBytes, p.Goroutines, p.CPUSeconds, p.SlowClosed = m.rss, m.goroutines, m.cpu, m.slowCloses
 		}
 		r.res.Timeline = append(r.res.Timeline, p)
 		if last {
@@ -351,12 +358,46 @@ func (r *runner) status() setStatus {
 	return sum
 }
 
+// connectSlow opens the --slow clients, users u<Clients>…: they complete
+// the handshake and then never read, with a 4 KiB receive buffer set before
+// connecting (so the window they advertise stays small), as a stalled phone
+// would. The bridge must close them (write_timeout or eviction) while the
+// reading clients lose nothing. They are outside the lost/duplicated count.
+func (r *runner) connectSlow(ctx context.Context) error {
+	if r.o.Slow <= 0 {
+		return nil
+	}
+	r.res.SlowClients = r.o.Slow
+	d := ws.Dialer{Timeout: 30 * time.Second, NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			})
+			return errors.Join(err, serr)
+		}}
+		return nd.DialContext(ctx, network, addr)
+	}}
+	for i := range r.o.Slow {
+		conn, _, _, err := d.Dial(ctx, r.o.WSURL+"?"+userQuery(r.o.Clients+i))
+		if err != nil {
+			return fmt.Errorf("slow client %d: %w", i, err)
+		}
+		r.slow = append(r.slow, conn)
+	}
+	r.logf("%d slow clients connected (never reading)", r.o.Slow)
+	return nil
+}
+
 // closeAll ends every client and merges what the fleets measured into res.
 func (r *runner) closeAll() {
 	if r.closed {
 		return
 	}
 	r.closed = true
+	for _, c := range r.slow {
+		_ = c.Close()
+	}
 	res := r.res
 	res.perClient = make([]int64, r.o.Clients)
 	res.closeCounts = map[int]int{}
@@ -457,6 +498,7 @@ func (r *runner) fillProcess(base, after metricsSnapshot) {
 	r.res.GoroutinesBase, r.res.Goroutines = base.goroutines, after.goroutines
 	r.res.CPUSeconds = after.cpu - base.cpu
 	r.res.BackfillReads = after.backfillReads - base.backfillReads
+	r.res.SlowClosed = after.slowCloses - base.slowCloses
 	if r.o.Clients > 0 {
 		r.res.RSSPerConnBytes = float64(after.rss-base.rss) / float64(r.o.Clients)
 		r.res.HeapPerConn = float64(after.heap-base.heap) / float64(r.o.Clients)
@@ -472,6 +514,9 @@ func (r *runner) fanout(ctx context.Context) error {
 		return err
 	}
 	if err := r.waitCaughtUp(ctx, 120*time.Second); err != nil {
+		return err
+	}
+	if err := r.connectSlow(ctx); err != nil {
 		return err
 	}
 	r.perUser = make([]int64, r.o.Clients)
@@ -723,8 +768,8 @@ var callsRe = regexp.MustCompile(`calls=(\d+)`)
 
 // metricsSnapshot is what bench reads from the bridge's /metrics.
 type metricsSnapshot struct {
-	rss, heap, goroutines, backfillReads int64
-	cpu                                  float64
+	rss, heap, goroutines, backfillReads, slowCloses int64
+	cpu                                              float64
 }
 
 func scrape(adminURL string) (metricsSnapshot, error) {
@@ -749,6 +794,9 @@ func scrape(adminURL string) (metricsSnapshot, error) {
 		f, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
 		if err != nil {
 			continue
+		}
+		if strings.HasPrefix(name, "notifybridge_slow_client_closes_total{") {
+			s.slowCloses += int64(f) // summed over causes
 		}
 		switch name {
 		case "process_resident_memory_bytes":

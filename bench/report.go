@@ -70,6 +70,9 @@ func (res *Result) WriteTable(w io.Writer) {
 		row("duplicated", fmt.Sprint(res.Duplicated))
 		row("misdelivered", fmt.Sprint(res.Misdelivered))
 		row("clients closed by the bridge", fmt.Sprintf("%d %v", res.Closed, res.CloseCodes))
+		if res.SlowClients > 0 {
+			row("slow clients closed (bridge metric)", fmt.Sprintf("%d of %d", res.SlowClosed, res.SlowClients))
+		}
 	}
 	if res.CaughtUpSeconds > 0 {
 		row("all caught up after", fmt.Sprintf("%.3fs", res.CaughtUpSeconds))
@@ -134,6 +137,11 @@ func (res *Result) svg() string {
 			res.Published, res.PublishedPerS, res.DeliveriesPerS, res.P50ms, res.P99ms, res.Lost, res.Duplicated)
 		panels = append(panels, res.scatterPanel(w, ph), res.linePanel(w, ph, "deliveries per second",
 			"/s", []series{{"received by clients", "#2a6fdb", res.rate(func(p point) float64 { return float64(p.Received) })}}))
+		if res.SlowClients > 0 {
+			first := float64(res.Timeline[0].SlowClosed)
+			panels = append(panels, res.linePanel(w, ph, fmt.Sprintf("slow clients (never reading) closed by the bridge, of %d", res.SlowClients), "",
+				[]series{{"closed", "#d33", res.series(func(p point) float64 { return float64(p.SlowClosed) - first })}}))
+		}
 	case "resume-storm":
 		head += fmt.Sprintf("all caught up after %.2fs, %d stream reads, %d backfill pages, lost %d, duplicated %d",
 			res.CaughtUpSeconds, res.StreamReads, res.BackfillReads, res.Lost, res.Duplicated)
