@@ -49,7 +49,16 @@ func startProber(c redis.UniversalClient, ready *readiness, tel *telemetry, cfg 
 				if groups, gerr := c.XInfoGroups(ctx, cfg.Stream).Result(); gerr == nil {
 					for _, g := range groups {
 						if g.Name == cfg.Group() {
-							tel.setGroup(g.Lag, g.Pending)
+							lag := g.Lag
+							if lag < 0 {
+								// Redis answers no lag when entries the group has not
+								// read were trimmed: the group is behind the stream's
+								// oldest entry, so every entry left is unread. XLEN is
+								// then the lag (an upper bound at worst), and the
+								// alert on it still fires when the node is far behind.
+								lag, _ = c.XLen(ctx, cfg.Stream).Result()
+							}
+							tel.setGroup(lag, g.Pending)
 						}
 					}
 				}
