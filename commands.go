@@ -112,7 +112,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&env, "bridge-env", "", "extra environment for the started bridge, space-separated (GOMAXPROCS=1 GOMEMLIMIT=256MiB)")
 	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
 	fs.StringVar(&report, "report", "", "write an HTML report with charts to this file")
-	fs.StringVar(&svg, "svg", "", "write the latency-over-time chart as SVG to this file")
+	fs.StringVar(&svg, "svg", "", "write the run's charts (latency or clients over time, bridge memory and CPU) as one SVG file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
