@@ -257,11 +257,12 @@ type benchResult struct {
 
 func TestBenchScenariosLoseNothing(t *testing.T) {
 	rs := redistest.Start(t)
-	cases := []struct {
+	type benchCase struct {
 		name string
 		args []string
 		real bool // against the real redis-server (INFO commandstats)
-	}{
+	}
+	cases := []benchCase{
 		{"idle", []string{"--scenario", "idle", "--clients", "50", "--duration", "500ms"}, false},
 		{"broadcast-2-procs", []string{"--scenario", "broadcast", "--clients", "40", "--procs", "2", "--rate", "200", "--duration", "1s"}, false},
 		{"targeted", []string{"--scenario", "targeted", "--clients", "50", "--rate", "300", "--duration", "1s"}, true},
@@ -269,6 +270,10 @@ func TestBenchScenariosLoseNothing(t *testing.T) {
 		{"resume-storm", []string{"--scenario", "resume-storm", "--clients", "100", "--prefill", "5000", "--missed", "3",
 			"--bridge-args", "--replay-window 256KiB"}, true},
 	}
+	// Against a running node (--ws-url): bench publishes to the node's stream.
+	ext := e2e.StartNode(t, e2e.NodeOptions{RedisURL: rs.URL(), Args: []string{"--log-level", "info"}})
+	cases = append(cases, benchCase{"external-node", []string{"--scenario", "broadcast", "--clients", "30", "--rate", "200", "--duration", "1s",
+		"--ws-url", "ws://" + ext.Listen + "/ws", "--admin-url", "http://" + ext.Admin}, true})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // each run has its own bridge and stream; most of a run is waiting
@@ -290,6 +295,12 @@ func TestBenchScenariosLoseNothing(t *testing.T) {
 			if res.Lost != 0 || res.Duplicated != 0 || res.Misdelivered != 0 || res.Closed != 0 || res.Delivered != res.Expected {
 				t.Fatalf("lost %d duplicated %d misdelivered %d closed %d delivered %d of %d",
 					res.Lost, res.Duplicated, res.Misdelivered, res.Closed, res.Delivered, res.Expected)
+			}
+			if tc.name == "external-node" {
+				if res.Stream != "notifications" || res.Expected != 30*200 {
+					t.Errorf("stream %q, expected %d deliveries", res.Stream, res.Expected)
+				}
+				return // the node's stream is the node's: bench leaves it alone
 			}
 			if !strings.HasPrefix(res.Stream, "bench-") {
 				t.Errorf("stream %q: a started bridge gets a fresh bench-<run> stream", res.Stream)
