@@ -56,7 +56,7 @@ func (res *Result) WriteTable(w io.Writer) {
 	row("load average at start", res.LoadAvg)
 	if res.Scenario == "idle" {
 		row("connected and caught up in", fmt.Sprintf("%.2fs", res.Seconds))
-		row("clients closed by the bridge", fmt.Sprintf("%d %v", res.Closed, res.CloseCodes))
+		row("clients closed by the bridge", closedText(res))
 	}
 	if res.Published > 0 {
 		row("published", fmt.Sprintf("%d (%.0f/s)", res.Published, res.PublishedPerS))
@@ -69,7 +69,7 @@ func (res *Result) WriteTable(w io.Writer) {
 		row("lost", fmt.Sprint(res.Lost))
 		row("duplicated", fmt.Sprint(res.Duplicated))
 		row("misdelivered", fmt.Sprint(res.Misdelivered))
-		row("clients closed by the bridge", fmt.Sprintf("%d %v", res.Closed, res.CloseCodes))
+		row("clients closed by the bridge", closedText(res))
 		if res.SlowClients > 0 {
 			row("slow clients closed (bridge metric)", fmt.Sprintf("%d of %d", res.SlowClosed, res.SlowClients))
 		}
@@ -90,6 +90,13 @@ func (res *Result) WriteTable(w io.Writer) {
 		row("bridge CPU", fmt.Sprintf("%.2fs", res.CPUSeconds))
 	}
 	_ = tw.Flush()
+}
+
+func closedText(res *Result) string {
+	if res.Closed == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%d (close code: clients %v)", res.Closed, res.CloseCodes)
 }
 
 // WriteJSON writes the result as one JSON object.
