@@ -51,11 +51,12 @@ func startProber(c redis.UniversalClient, ready *readiness, tel *telemetry, cfg 
 						if g.Name == cfg.Group() {
 							lag := g.Lag
 							if lag < 0 {
-								// Redis answers no lag when entries the group has not
-								// read were trimmed: the group is behind the stream's
-								// oldest entry, so every entry left is unread. XLEN is
-								// then the lag (an upper bound at worst), and the
-								// alert on it still fires when the node is far behind.
+								// Redis answers no lag once entries were deleted
+								// inside the range the group has not read (XDEL, or
+								// trimming past the group). XLEN is then an upper
+								// bound, exact when the group is behind the oldest
+								// entry; the lag alert still fires for a node far
+								// behind instead of seeing -1.
 								lag, _ = c.XLen(ctx, cfg.Stream).Result()
 							}
 							tel.setGroup(lag, g.Pending)
