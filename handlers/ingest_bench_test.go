@@ -81,8 +81,8 @@ func benchRun(t *testing.T, c *redis.Client, n int, sizes []int, rows []benchRow
 			if raw > 0 && r.name != "raw" {
 				pct = fmt.Sprintf(" (%3.0f%% of raw)", 100*res.rate/raw)
 			}
-			t.Logf("data %4d B, %d entries: %-38s %7.0f/s%s | CPU/entry: Go %5.2f µs, redis-server %5.2f µs | GCs %d",
-				size, n, r.desc, res.rate, pct, res.goCPU, res.redisCPU, res.gcs)
+			t.Logf("data %4d B, %d entries: %-38s %7.0f/s%s | CPU/entry: Go %5.2f µs, redis-server %5.2f µs | GCs %d, allocs/entry %.1f, B/entry %.0f",
+				size, n, r.desc, res.rate, pct, res.goCPU, res.redisCPU, res.gcs, res.allocs, res.bytes)
 		}
 	}
 }
@@ -97,6 +97,8 @@ type benchResult struct {
 	goCPU    float64 // µs of this process's CPU (user+sys) per entry
 	redisCPU float64 // µs of redis-server CPU per entry
 	gcs      uint32  // GC cycles during the loop
+	allocs   float64 // heap allocations per entry (whole process)
+	bytes    float64 // heap bytes allocated per entry (whole process)
 }
 
 // runFilled fills a fresh stream with n contract entries whose data is about
@@ -136,6 +138,8 @@ func runFilled(t *testing.T, c *redis.Client, n, size int, name string, loop fun
 		goCPU:    float64((cpu1 - cpu0).Microseconds()) / float64(n),
 		redisCPU: (rcpu1 - rcpu0) * 1e6 / float64(n),
 		gcs:      ms1.NumGC - ms0.NumGC,
+		allocs:   float64(ms1.Mallocs-ms0.Mallocs) / float64(n),
+		bytes:    float64(ms1.TotalAlloc-ms0.TotalAlloc) / float64(n),
 	}
 }
 
