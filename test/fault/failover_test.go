@@ -69,6 +69,10 @@ func TestSentinelFailover(t *testing.T) {
 	t.Logf("failover done; producer %d appended, %d failed so far", p.ok.Load(), p.failed.Load())
 	time.Sleep(pick(3*time.Second, 20*time.Second))
 	p.Stop()
+	// The CLI opens Redis the same way as serve: publish through Sentinel.
+	if out, err := e2e.RunCLI(t, 20*time.Second, "publish", "--redis-url", url, "--to", "user:u0", "--data", `"via sentinel"`); err != nil {
+		t.Fatalf("publish via %s: %v\n%s", url, err, out)
+	}
 	n.WaitReady(20 * time.Second)
 	for _, r := range rs {
 		if len(r.conns) != 1 || isDone(r.conns[0]) {
@@ -119,6 +123,10 @@ func TestCluster(t *testing.T) {
 			}
 			time.Sleep(time.Second)
 			p.Stop()
+			if out, err := e2e.RunCLI(t, 20*time.Second, "publish", "--redis-url", url, "--stream", stream,
+				"--to", "user:u1", "--data", `"via cluster"`); err != nil {
+				t.Fatalf("publish via %s: %v\n%s", url, err, out)
+			}
 			checkAll(t, rdb, stream, rs, true, 30*time.Second)
 			e2e.WaitFor(t, 10*time.Second, "dead letter", func() error {
 				dead, err := rdb.XRange(ctx, stream+":dead", "-", "+").Result()
