@@ -116,6 +116,9 @@ type NodeOptions struct {
 	NodeID   string
 	Args     []string
 	Env      []string
+	// NoWait returns once the process runs, without waiting for /readyz
+	// (for tests of a node that cannot be ready yet).
+	NoWait bool
 }
 
 func StartNode(t testing.TB, o NodeOptions) *Node {
@@ -139,7 +142,9 @@ func StartNode(t testing.TB, o NodeOptions) *Node {
 	n.env = o.Env
 	n.Start()
 	t.Cleanup(func() { n.Kill() })
-	n.WaitReady(30 * time.Second)
+	if !o.NoWait {
+		n.WaitReady(30 * time.Second)
+	}
 	return n
 }
 

@@ -2,6 +2,7 @@ package fault
 
 import (
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -70,4 +71,33 @@ func TestRedisOutage(t *testing.T) {
 	if heap > baseHeap+64<<20 {
 		t.Errorf("heap in use grew from %.1f MiB to %.1f MiB", baseHeap/(1<<20), heap/(1<<20))
 	}
+}
+
+// TestNodeStartsBeforeRedis: a node whose Redis is down at start is alive
+// (/healthz 200) but not ready, retries with backoff, and becomes ready and
+// delivers once Redis appears, without a restart.
+func TestNodeStartsBeforeRedis(t *testing.T) {
+	rs := redistest.Start(t, redistest.Options{AppendOnly: true})
+	rdb := rs.Client()
+	rs.Stop()
+	n := e2e.StartNode(t, e2e.NodeOptions{RedisURL: rs.URL(), NoWait: true, Args: []string{"--redis-retry-backoff", "500ms"}})
+	e2e.WaitFor(t, 10*time.Second, "alive but not ready", func() error {
+		resp, err := http.Get("http://" + n.Admin + "/healthz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || readyStatus(n.Admin) != 503 {
+			return fmt.Errorf("healthz %d readyz %d", resp.StatusCode, readyStatus(n.Admin))
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second) // a few failed attempts
+	rs.Start()
+	n.WaitReady(20 * time.Second)
+	rs2 := sessions(t, n.Listen, users("u", 5))
+	p := startProducer(t, rdb, "notifications", users("u", 5), 200, 0)
+	time.Sleep(time.Second)
+	p.Stop()
+	checkAll(t, rdb, "notifications", rs2, true, 20*time.Second)
 }
