@@ -64,6 +64,7 @@ type Result struct {
 	Lost            int64         `json:"lost"`
 	Duplicated      int64         `json:"duplicated"`
 	Misdelivered    int64         `json:"misdelivered"`
+	Foreign         int64         `json:"foreign_events"` // events of other runs on the same bridge, ignored
 	Closed          int           `json:"clients_closed"`
 	CloseCodes      map[int]int   `json:"close_codes,omitempty"`
 	Seconds         float64       `json:"seconds"`
@@ -120,9 +121,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// so runs sharing a Redis never see each other's entries and nothing
 	// that belongs to someone else is ever trimmed or deleted.
 	ownStream := false
+	run := runID()
 	if o.Stream == "" {
 		if o.WSURL == "" {
-			o.Stream = "bench-" + runID()
+			o.Stream = "bench-" + run
 			ownStream = true
 		} else {
 			o.Stream = "notifications"
@@ -159,7 +161,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}()
 	}
 	res.Procs = max(o.Procs, (o.Clients+MaxClientsPerProcess-1)/MaxClientsPerProcess)
-	r := &runner{o: o, rdb: rdb, res: res, t0: time.Now()}
+	r := &runner{o: o, rdb: rdb, res: res, t0: time.Now(), run: run}
 	stop, sampled := make(chan struct{}), make(chan struct{})
 	go r.sample(stop, sampled)
 	switch o.Scenario {
@@ -231,6 +233,7 @@ func loadAvg() string {
 }
 
 type runner struct {
+	run            string     // run id: stream, user names, event tags
 	slow           []net.Conn // clients that never read
 	fleetsMu       sync.Mutex // fleets is read by the timeline sampler
 	o              Options
@@ -300,7 +303,7 @@ func (r *runner) connect(ctx context.Context, resume string) error {
 	n, procs := r.o.Clients, r.res.Procs
 	per := (n + procs - 1) / procs
 	for first := 0; first < n; first += per {
-		spec := setSpec{WSURL: r.o.WSURL, First: first, Count: min(per, n-first), Resume: resume, Dialers: r.o.Dialers}
+		spec := setSpec{WSURL: r.o.WSURL, First: first, Count: min(per, n-first), Resume: resume, Dialers: r.o.Dialers, Run: r.run}
 		if procs == 1 {
 			r.addFleet(startLocal(ctx, spec))
 			continue
@@ -379,7 +382,7 @@ func (r *runner) connectSlow(ctx context.Context) error {
 		return nd.DialContext(ctx, network, addr)
 	}}
 	for i := range r.o.Slow {
-		conn, _, _, err := d.Dial(ctx, r.o.WSURL+"?"+userQuery(r.o.Clients+i))
+		conn, _, _, err := d.Dial(ctx, r.o.WSURL+"?user="+userName(r.run, r.o.Clients+i))
 		if err != nil {
 			return fmt.Errorf("slow client %d: %w", i, err)
 		}
@@ -410,6 +413,7 @@ func (r *runner) closeAll() {
 		copy(res.perClient[st.First:], st.Unique)
 		res.Duplicated += st.Duplicated
 		res.Misdelivered += st.Misdelivered
+		res.Foreign += st.Foreign
 		for code, k := range st.ServerClosed {
 			res.closeCounts[code] += k
 			res.Closed += k
@@ -522,7 +526,8 @@ func (r *runner) fanout(ctx context.Context) error {
 	r.perUser = make([]int64, r.o.Clients)
 	// Data carries the publish time (unix µs) and, for targeted events, the
 	// one user it is for, so clients measure latency and catch misdelivery.
-	pad := strings.Repeat("x", max(0, r.o.Size-len(`{"t":1732451234567890,"u":12345,"p":""}`)))
+	tag := `,` + string(runTag(r.run))
+	pad := strings.Repeat("x", max(0, r.o.Size-len(`{"t":1732451234567890,"u":12345,"p":""}`)-len(tag)))
 	rng := rand.New(rand.NewPCG(1, 2))
 	bar := newProgress(r.o, r.o.Events, "publishing")
 	pubStart := time.Now()
@@ -532,10 +537,10 @@ func (r *runner) fanout(ctx context.Context) error {
 			to, u := "*", ""
 			if r.o.Scenario == "targeted" {
 				k := rng.IntN(r.o.Clients)
-				to, u = "user:u"+strconv.Itoa(k), `,"u":`+strconv.Itoa(k)
+				to, u = "user:"+userName(r.run, k), `,"u":`+strconv.Itoa(k)
 				r.perUser[k]++
 			}
-			data := `{"t":` + strconv.FormatInt(time.Now().UnixMicro(), 10) + u + `,"p":"` + pad + `"}`
+			data := `{"t":` + strconv.FormatInt(time.Now().UnixMicro(), 10) + u + tag + `,"p":"` + pad + `"}`
 			pipe.XAdd(ctx, &redis.XAddArgs{Stream: r.o.Stream, Values: []any{"to", to, "type", "bench", "data", data}})
 		}
 		_, err := pipe.Exec(ctx)
@@ -648,8 +653,8 @@ func (r *runner) resumeStorm(ctx context.Context) error {
 		// Missed event m goes where m/missedTotal of the stream has been written.
 		if m < missedTotal && (o.Prefill == 0 || int64(m)*int64(total) <= int64(i)*int64(missedTotal)) {
 			u := m % o.Clients
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: []any{"to", "user:u" + strconv.Itoa(u), "type", "missed",
-				"data", `{"k":` + strconv.Itoa(m/o.Clients) + `,"u":` + strconv.Itoa(u) + `}`}})
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: []any{"to", "user:" + userName(r.run, u), "type", "missed",
+				"data", `{"k":` + strconv.Itoa(m/o.Clients) + `,"u":` + strconv.Itoa(u) + `,` + string(runTag(r.run)) + `}`}})
 			m++
 		} else {
 			pipe.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: filler})

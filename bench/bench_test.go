@@ -38,21 +38,22 @@ func TestHistQuantilesWithinThreePercent(t *testing.T) {
 
 func TestClientCountsRepeatsAndMisdelivery(t *testing.T) {
 	var recv, caught atomic.Int64
-	c := &wsClient{user: 7, received: &recv, caught: &caught}
+	c := &wsClient{user: 7, tag: runTag("R1"), received: &recv, caught: &caught}
 	var sink latencySink
 	for _, f := range []string{
-		`{"id":"5-0","type":"bench","data":{"t":1,"u":7,"p":"x"}}`,
-		`{"id":"5-1","type":"bench","data":{"t":1,"u":7,"p":"x"}}`,
-		`{"id":"5-1","type":"bench","data":{"t":1,"u":7,"p":"x"}}`,  // repeat
-		`{"id":"4-9","type":"bench","data":{"t":1,"u":7,"p":"x"}}`,  // out of order
-		`{"id":"10-0","type":"bench","data":{"t":1,"u":8,"p":"x"}}`, // someone else's
+		`{"id":"5-0","type":"bench","data":{"t":1,"u":7,"r":"R1","p":"x"}}`,
+		`{"id":"5-1","type":"bench","data":{"t":1,"u":7,"r":"R1","p":"x"}}`,
+		`{"id":"5-1","type":"bench","data":{"t":1,"u":7,"r":"R1","p":"x"}}`,  // repeat
+		`{"id":"4-9","type":"bench","data":{"t":1,"u":7,"r":"R1","p":"x"}}`,  // out of order
+		`{"id":"10-0","type":"bench","data":{"t":1,"u":8,"r":"R1","p":"x"}}`, // someone else's
+		`{"id":"11-0","type":"bench","data":{"t":1,"r":"R2","p":"x"}}`,       // another run's broadcast
 		`{"control":"caught_up","last":"10-0"}`,
 		`{"control":"caught_up","last":"10-0"}`,
 	} {
 		c.frame([]byte(f), &sink)
 	}
-	if c.unique != 3 || c.dups != 2 || c.misdeliver != 1 || recv.Load() != 5 || caught.Load() != 1 {
-		t.Fatalf("unique %d dups %d misdelivered %d received %d caught %d", c.unique, c.dups, c.misdeliver, recv.Load(), caught.Load())
+	if c.unique != 3 || c.dups != 2 || c.misdeliver != 1 || c.foreign != 1 || recv.Load() != 5 || caught.Load() != 1 {
+		t.Fatalf("unique %d dups %d misdelivered %d foreign %d received %d caught %d", c.unique, c.dups, c.misdeliver, c.foreign, recv.Load(), caught.Load())
 	}
 	if sink.hist.N != 5 {
 		t.Fatalf("latency samples %d, want 5", sink.hist.N)

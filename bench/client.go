@@ -24,6 +24,7 @@ type wsClient struct {
 	conn net.Conn
 	r    io.Reader
 	user int
+	tag  []byte // runTag
 
 	wmu sync.Mutex // pong writes and close
 
@@ -32,6 +33,7 @@ type wsClient struct {
 	unique       int64
 	dups         int64
 	misdeliver   int64
+	foreign      int64 // events of other runs, ignored
 	caughtUpUS   int64 // unix µs of the caught_up frame; 0 before
 	serverClosed bool  // the server ended the connection before we did
 	closeCode    int   // its close code; 1006 when it ended without one
@@ -59,13 +61,13 @@ func (a streamID) after(b streamID) bool {
 	return a.ms > b.ms || (a.ms == b.ms && a.seq > b.seq)
 }
 
-func dialClient(ctx context.Context, url string, user int) (*wsClient, error) {
+func dialClient(ctx context.Context, url string, user int, tag []byte) (*wsClient, error) {
 	d := ws.Dialer{Timeout: 30 * time.Second}
 	conn, br, _, err := d.Dial(ctx, url)
 	if err != nil {
 		return nil, err
 	}
-	c := &wsClient{conn: conn, user: user, done: make(chan struct{})}
+	c := &wsClient{conn: conn, user: user, tag: tag, done: make(chan struct{})}
 	var r io.Reader = conn
 	if br != nil {
 		r = io.MultiReader(br, conn)
@@ -157,6 +159,12 @@ func (c *wsClient) frame(p []byte, sink *latencySink) {
 	if !ok {
 		return
 	}
+	if c.tag != nil && !bytes.Contains(p, c.tag) {
+		c.mu.Lock()
+		c.foreign++
+		c.mu.Unlock()
+		return
+	}
 	// "u" names the one client an event was addressed to (targeted, resume).
 	mis := false
 	if i := bytes.Index(p, uKey); i >= 0 {
@@ -223,4 +231,10 @@ func (c *wsClient) close() {
 	<-c.done
 }
 
-func userQuery(i int) string { return "user=u" + strconv.Itoa(i) }
+// userName is client i's user id. It carries the run id, so concurrent runs
+// against one bridge never address each other's clients.
+func userName(run string, i int) string { return "b" + run + "u" + strconv.Itoa(i) }
+
+// runTag marks a run's events in their data; a client ignores events
+// without its run's tag (broadcasts of another run on the same bridge).
+func runTag(run string) []byte { return []byte(`"r":"` + run + `"`) }

@@ -28,6 +28,7 @@ type setSpec struct {
 	First   int    `json:"first"`
 	Count   int    `json:"count"`
 	Resume  string `json:"resume,omitempty"` // last_event_id for every client
+	Run     string `json:"run"`              // the run id: user names and event tags
 	Dialers int    `json:"dialers"`          // concurrent handshakes
 }
 
@@ -46,6 +47,7 @@ type setStats struct {
 	Unique         []int64     `json:"unique"` // per client, in user order
 	Duplicated     int64       `json:"duplicated"`
 	Misdelivered   int64       `json:"misdelivered"`
+	Foreign        int64       `json:"foreign"`
 	ServerClosed   map[int]int `json:"server_closed"` // close code → clients
 	LastCaughtUpUS int64       `json:"last_caught_up_us"`
 	Hist           latHist     `json:"hist"`
@@ -87,11 +89,11 @@ func (s *clientSet) connect(ctx context.Context) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			user := s.spec.First + i
-			q := userQuery(user)
+			q := "user=" + userName(s.spec.Run, user)
 			if s.spec.Resume != "" {
 				q += "&last_event_id=" + s.spec.Resume
 			}
-			c, err := dialClient(ctx, s.spec.WSURL+"?"+q, user)
+			c, err := dialClient(ctx, s.spec.WSURL+"?"+q, user, runTag(s.spec.Run))
 			if err != nil {
 				s.fail(fmt.Errorf("client u%d: %w", user, err))
 				return
@@ -153,6 +155,7 @@ func (s *clientSet) finish() *setStats {
 		st.Unique[i] = c.unique
 		st.Duplicated += c.dups
 		st.Misdelivered += c.misdeliver
+		st.Foreign += c.foreign
 		if c.serverClosed {
 			st.ServerClosed[c.closeCode]++
 		}

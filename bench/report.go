@@ -69,6 +69,9 @@ func (res *Result) WriteTable(w io.Writer) {
 		row("lost", fmt.Sprint(res.Lost))
 		row("duplicated", fmt.Sprint(res.Duplicated))
 		row("misdelivered", fmt.Sprint(res.Misdelivered))
+		if res.Foreign > 0 {
+			row("events of other runs (ignored)", fmt.Sprint(res.Foreign))
+		}
 		row("clients closed by the bridge", closedText(res))
 		if res.SlowClients > 0 {
 			row("slow clients closed (bridge metric)", fmt.Sprintf("%d of %d", res.SlowClosed, res.SlowClients))
