@@ -39,6 +39,11 @@ func TestRedisOutage(t *testing.T) {
 	for _, r := range resume {
 		r.conns[len(r.conns)-1].Close()
 	}
+	// A new connection meanwhile is refused like any while not ready (503),
+	// resume or not: the client retries with backoff.
+	if status, body := e2e.Handshake(t, n.Listen, "user="+resume[0].user+"&last_event_id="+resume[0].last(), nil); status != 503 {
+		t.Errorf("connect during the outage: %d %q, want 503", status, body)
+	}
 	time.Sleep(outage)
 	for _, r := range stay {
 		select {
