@@ -252,8 +252,8 @@ func (p *producer) Stop() {
 	<-p.done
 }
 
-// metrics scrapes the admin /metrics endpoint into name → value (unlabelled
-// series only).
+// metrics scrapes the admin /metrics endpoint into series → value, keyed as
+// written (`name` or `name{label="v"}`).
 func metrics(addr string) (map[string]float64, error) {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
@@ -268,10 +268,11 @@ func metrics(addr string) (map[string]float64, error) {
 		if strings.HasPrefix(line, "#") {
 			continue
 		}
-		name, val, ok := strings.Cut(line, " ")
-		if !ok || strings.Contains(name, "{") {
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
 			continue
 		}
+		name, val := line[:i], line[i+1:]
 		if v, err := strconv.ParseFloat(val, 64); err == nil {
 			out[name] = v
 		}

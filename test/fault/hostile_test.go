@@ -211,7 +211,9 @@ func TestHostileInput(t *testing.T) {
 		// Broadcast to their group more than the kernel buffers (see
 		// floodEvents), so each is cut off by write_timeout (2s).
 		flood(t, rdb, "group:flood", floodEvents, floodSize)
-		time.Sleep(4 * time.Second)
+		if err := slowClosesWithin(n.Admin, "write_timeout", float64(neverRead), 20*time.Second); err != nil {
+			return err
+		}
 		for _, c := range conns {
 			ids, _, _, err := c.readUntilClosed(20 * time.Second)
 			if err != nil {
@@ -275,7 +277,7 @@ func TestHostileInput(t *testing.T) {
 		heap = metric(t, n.Admin, "go_memstats_heap_inuse_bytes")
 		// The window keeps the flood's events; beyond that, 32 MiB of
 		// slack for the allocator and the race detector.
-		if heap > baseHeap+floodEvents*floodSize+32<<20 {
+		if heap > baseHeap+float64(floodEvents*floodSize+32<<20) {
 			return fmt.Errorf("heap in use %.1f MiB, baseline %.1f MiB", heap/(1<<20), baseHeap/(1<<20))
 		}
 		return nil

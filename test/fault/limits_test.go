@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,10 +35,48 @@ func flood(t testing.TB, rdb *redis.Client, to string, n, size int) []string {
 	return ids
 }
 
-// floodBytes exceeds what the kernel buffers on a loopback connection
-// (tcp_wmem's 4 MiB maximum on the sender plus the small receive buffer) so
-// the node's writes really stall.
-const floodEvents, floodSize = 400, 16 << 10
+// The floods exceed what the kernel buffers on one loopback connection
+// (the sender's tcp_wmem maximum, 4 MiB by default, plus the small receive
+// buffer), so the node's writes really stall.
+const floodSize = 16 << 10
+
+var floodEvents = func() int {
+	wmem := 4 << 20
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 3 {
+			if n, err := strconv.Atoi(f[2]); err == nil {
+				wmem = n
+			}
+		}
+	}
+	return wmem*3/2/floodSize + 16
+}()
+
+// waitSlowCloses waits until the node has closed at least n connections as
+// slow for cause (write_timeout, evicted, …).
+func waitSlowCloses(t testing.TB, admin, cause string, n float64, timeout time.Duration) {
+	t.Helper()
+	if err := slowClosesWithin(admin, cause, n, timeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// slowClosesWithin is waitSlowCloses for goroutines other than the test's
+// (which must not call t.Fatal).
+func slowClosesWithin(admin, cause string, n float64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		m, err := metrics(admin)
+		got := m[`notifybridge_slow_client_closes_total{cause="`+cause+`"}`]
+		if err == nil && got >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("slow closes for %s: %v within %v, want %v (%v)", cause, got, timeout, n, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
 
 func TestLimits(t *testing.T) {
 	rs := redistest.Start(t)
@@ -58,8 +97,13 @@ func TestLimits(t *testing.T) {
 		n := e2e.StartNode(t, e2e.NodeOptions{RedisURL: rs.URL(), Args: []string{"--replay-window", "256KiB"}})
 		slow := dialRaw(t, n.Listen, "user=slow", 4096)
 		ids := flood(t, rdb, "user:slow", floodEvents, floodSize)
-		// Stalled (but for less than write_timeout) while the flood
-		// pushes what it still needs out of the 256 KiB window.
+		// Stalled (for less than write_timeout) until the flood has
+		// pushed what it still needs out of the 256 KiB window.
+		// Stalled for less than write_timeout while the flood pushes what
+		// it still needs out of the 256 KiB window. The node notices when
+		// the socket drains again (it pulls from the window only when
+		// writable), so the 1013 comes once the client reads; a client
+		// stalled for good is cut off by write_timeout instead.
 		time.Sleep(3 * time.Second)
 		got, last, code, err := slow.readUntilClosed(30 * time.Second)
 		if err != nil {
@@ -71,6 +115,7 @@ func TestLimits(t *testing.T) {
 		if len(got) >= len(ids) || !prefixOf(got, ids) {
 			t.Fatalf("before 1013: %d events, not a prefix of the %d appended", len(got), len(ids))
 		}
+		waitSlowCloses(t, n.Admin, "evicted", 1, 5*time.Second)
 		c := e2e.Dial(t, n.Listen, "user=slow&last_event_id="+last, nil)
 		c.WaitEvents(ids[len(got):], 30*time.Second)
 		c.WaitControl("caught_up", 5*time.Second)
@@ -81,9 +126,8 @@ func TestLimits(t *testing.T) {
 		n := e2e.StartNode(t, e2e.NodeOptions{RedisURL: rs.URL(), Args: []string{"--write-timeout", "1s"}})
 		stuck := dialRaw(t, n.Listen, "user=stuck", 4096)
 		ids := flood(t, rdb, "user:stuck", floodEvents, floodSize)
-		// Reading starts only after write_timeout has passed with the
-		// node's writes stalled.
-		time.Sleep(3 * time.Second)
+		// Reading starts only once write_timeout has cut the client off.
+		waitSlowCloses(t, n.Admin, "write_timeout", 1, 15*time.Second)
 		got, _, code, err := stuck.readUntilClosed(30 * time.Second)
 		if err != nil {
 			t.Fatalf("stuck client not closed: %v (got %d events)", err, len(got))
