@@ -52,6 +52,7 @@ func TestSentinelFailover(t *testing.T) {
 	rs := sessions(t, n.Listen, names)
 	p := startProducer(t, rdb, "notifications", names, 200, 1)
 	time.Sleep(pick(2*time.Second, 20*time.Second))
+	baseG := metric(t, n.Admin, "go_goroutines")
 
 	if err := sent.Failover(context.Background(), "mymaster").Err(); err != nil {
 		t.Fatalf("SENTINEL FAILOVER: %v", err)
@@ -80,7 +81,8 @@ func TestSentinelFailover(t *testing.T) {
 		}
 	}
 	checkAll(t, rdb, "notifications", rs, false, 30*time.Second)
-	t.Logf("producer: %d appended, %d failed", p.ok.Load(), p.failed.Load())
+	g := waitGoroutinesBack(t, n.Admin, baseG, 10, 20*time.Second)
+	t.Logf("producer: %d appended, %d failed; goroutines %v → %v", p.ok.Load(), p.failed.Load(), baseG, g)
 }
 
 func isDone(c *e2e.Client) bool {
