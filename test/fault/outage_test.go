@@ -3,6 +3,7 @@ package fault
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,9 +69,15 @@ func TestRedisOutage(t *testing.T) {
 	}
 	checkAll(t, rdb, "notifications", append(stay, resume...), true, 30*time.Second)
 
+	// Backoff, not a hot loop: with redis_retry_backoff 1s, a handful of
+	// retries per second of outage at most (a busy loop logs thousands).
+	retries := strings.Count(n.Out.String(), "retrying")
+	if max := 4*int(outage/time.Second) + 20; retries > max {
+		t.Errorf("%d retry log lines during a %v outage, want at most %d", retries, outage, max)
+	}
 	g := waitGoroutinesBack(t, n.Admin, baseG, 10, 20*time.Second)
 	heap := metric(t, n.Admin, "go_memstats_heap_inuse_bytes")
-	t.Logf("goroutines %v → %v; heap in use %.1f MiB → %.1f MiB", baseG, g, baseHeap/(1<<20), heap/(1<<20))
+	t.Logf("%d retries logged; goroutines %v → %v; heap in use %.1f MiB → %.1f MiB", retries, baseG, g, baseHeap/(1<<20), heap/(1<<20))
 	// The replay window grows with the events appended meanwhile (up to
 	// replay_window); anything beyond that plus slack is a leak.
 	if heap > baseHeap+64<<20 {
