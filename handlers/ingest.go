@@ -156,21 +156,8 @@ func NewRouter(sub message.Subscriber, cfg IngestConfig) (*message.Router, error
 	// panic as an ordinary error.
 	r.AddMiddleware(newDeadLetterPolicy(&cfg).middleware, middleware.Recoverer)
 	h := &ingestHandler{app: cfg.Appender, lim: cfg.Limits, hooks: cfg.Hooks}
-	if p, ok := sub.(preparer); ok {
-		// Decoding (JSON validation above all) then runs on the Subscriber's
-		// reading goroutine, overlapping with the handling of the entries
-		// before; the handler only appends.
-		if err := p.SetPrepare(h.prepare); err != nil {
-			return nil, err
-		}
-	}
 	r.AddConsumerHandler(HandlerName, cfg.Stream, sub, h.handle)
 	return r, nil
-}
-
-// preparer is implemented by *streams.Subscriber.
-type preparer interface {
-	SetPrepare(func(*message.Message)) error
 }
 
 type ingestHandler struct {
@@ -179,45 +166,14 @@ type ingestHandler struct {
 	hooks Hooks
 }
 
-// decodedKey is the message context key of what prepare decoded: a
-// *bridge.Event or the decode error.
-type decodedKey struct{}
-
-// prepare decodes msg ahead of the handler (streams.Subscriber.SetPrepare).
-// Decoding depends on nothing but the entry, so the handler's result is the
-// same as if it decoded itself; nothing between the Subscriber and the
-// handler changes metadata (the dead-letter policy and Recoverer only read
-// it).
-func (h *ingestHandler) prepare(msg *message.Message) {
-	var v any
-	if ev, err := h.decode(msg); err != nil {
-		v = err
-	} else {
-		v = ev
-	}
-	msg.SetContext(context.WithValue(msg.Context(), decodedKey{}, v))
-}
-
-func (h *ingestHandler) decode(msg *message.Message) (*bridge.Event, error) {
+func (h *ingestHandler) handle(msg *message.Message) error {
 	id, err := EntryID(msg)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return DecodeEntry(id, msg.Metadata, h.lim)
-}
-
-func (h *ingestHandler) handle(msg *message.Message) error {
-	var ev *bridge.Event
-	switch v := msg.Context().Value(decodedKey{}).(type) {
-	case *bridge.Event:
-		ev = v
-	case error:
-		return v
-	default: // not prepared: another Subscriber, or prepare panicked
-		var err error
-		if ev, err = h.decode(msg); err != nil {
-			return err
-		}
+	ev, err := DecodeEntry(id, msg.Metadata, h.lim)
+	if err != nil {
+		return err
 	}
 	h.hooks.Appended(!h.app.Append(ev))
 	return nil

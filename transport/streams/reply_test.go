@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,57 +155,6 @@ func TestKeyCacheIsBounded(t *testing.T) {
 	}
 	if len(k) > maxCachedKeys {
 		t.Fatalf("cache holds %d keys", len(k))
-	}
-}
-
-// TestSubscriberPrepare: prepare sees every message before the handler, a
-// nacked entry's new message is prepared again, and a panic in prepare is
-// contained (the message arrives unprepared).
-func TestSubscriberPrepare(t *testing.T) {
-	srv := redistest.Start(t)
-	c := srv.Client()
-	cfg := testConfig(t, "s")
-	cfg.StartID = func(context.Context) (string, error) { return "0-0", nil }
-	cfg.NackBackoff = time.Millisecond
-	ids := addN(t, c, "s", 3)
-	sub := newSub(t, c, cfg)
-	type key struct{}
-	var prepared atomic.Int64
-	if err := sub.SetPrepare(func(m *message.Message) {
-		n := prepared.Add(1)
-		if m.UUID == ids[2] {
-			panic("prepare panics")
-		}
-		m.SetContext(context.WithValue(m.Context(), key{}, n))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ch, err := sub.Subscribe(ctxT(t), "s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sub.SetPrepare(nil); err == nil {
-		t.Error("SetPrepare after Subscribe: no error")
-	}
-	m := recv(t, ch)
-	if m.UUID != ids[0] || m.Context().Value(key{}) == nil {
-		t.Fatalf("first message %s not prepared", m.UUID)
-	}
-	m.Nack()
-	m = recv(t, ch)
-	if m.UUID != ids[0] || m.Context().Value(key{}) == nil {
-		t.Fatalf("re-sent message %s not prepared", m.UUID)
-	}
-	m.Ack()
-	m = recv(t, ch)
-	m.Ack()
-	m = recv(t, ch)
-	if m.UUID != ids[2] || m.Context().Value(key{}) != nil || m.Metadata.Get("data") != "2" {
-		t.Fatalf("message %s after a panicking prepare: %v", m.UUID, m.Context().Value(key{}))
-	}
-	m.Ack()
-	if n := prepared.Load(); n != 4 {
-		t.Errorf("prepare ran %d times, want 4", n)
 	}
 }
 

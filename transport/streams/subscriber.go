@@ -32,9 +32,8 @@ type Subscriber struct {
 	client redis.UniversalClient
 	cfg    Config
 
-	mu         sync.Mutex // guards subscribed, closed, cancel, prepare
+	mu         sync.Mutex // guards subscribed, closed, cancel
 	subscribed bool
-	prepare    func(*message.Message)
 	closed     bool
 	cancel     context.CancelFunc
 
@@ -79,7 +78,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 
 	out := make(chan *message.Message)
 	a := newAcker(s.client, &s.cfg)
-	c := &consumer{s: s, out: out, acks: a, batches: make(chan batch, 1), keys: keyCache{}, prepare: s.prepare,
+	c := &consumer{s: s, out: out, acks: a, batches: make(chan batch, 1), keys: keyCache{},
 		log: s.cfg.Logger.With(zap.String("stream", s.cfg.Stream), zap.String("group", s.cfg.Group))}
 	c.raw, _ = s.client.(rawDoer)
 	s.wg.Add(3)
@@ -98,24 +97,6 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		c.deliverLoop(runCtx)
 	}()
 	return out, nil
-}
-
-// SetPrepare makes the Subscriber call prepare for each message before it is
-// delivered: on the reading goroutine for the first delivery of an entry
-// (while the previous batch is being handled, so the work overlaps with the
-// handlers), on the delivering goroutine for a re-send after a nack. prepare
-// may only set the message's context (for example to a value derived from
-// its metadata that the handler would otherwise compute); it must not
-// block, and a panic in it is recovered and ignored, so the handler has to
-// cope with a message that was not prepared. Call it before Subscribe.
-func (s *Subscriber) SetPrepare(prepare func(*message.Message)) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.subscribed {
-		return errors.New("streams: SetPrepare after Subscribe")
-	}
-	s.prepare = prepare
-	return nil
 }
 
 // Close stops reading, lets the in-flight message finish (up to
@@ -168,8 +149,6 @@ type consumer struct {
 	raw  rawDoer
 	buf  bytes.Buffer
 	keys keyCache
-
-	prepare func(*message.Message) // see SetPrepare; may be nil
 }
 
 // batch is what one read returned, with the first message of each entry
@@ -465,8 +444,7 @@ func (c *consumer) deliver(ctx context.Context, e *entry, msg *message.Message) 
 }
 
 // newMessage builds the message of an entry: its fields as metadata, then
-// the entry id and time, which overwrite a producer's fields of those names;
-// then it lets prepare see it.
+// the entry id and time, which overwrite a producer's fields of those names.
 func (c *consumer) newMessage(ctx context.Context, e *entry) *message.Message {
 	msg := message.NewMessage(e.id, nil)
 	for i := 0; i+1 < len(e.fields); i += 2 {
@@ -475,23 +453,7 @@ func (c *consumer) newMessage(ctx context.Context, e *entry) *message.Message {
 	msg.Metadata[MetadataEntryID] = e.id
 	msg.Metadata[MetadataEntryTime] = idTime(e.id)
 	msg.SetContext(ctx)
-	if c.prepare != nil {
-		c.runPrepare(msg)
-	}
 	return msg
-}
-
-// runPrepare calls prepare; a panic leaves msg as it was, and the handler
-// meets the same entry again under the Router's Recoverer.
-func (c *consumer) runPrepare(msg *message.Message) {
-	ctx := msg.Context()
-	defer func() {
-		if r := recover(); r != nil {
-			msg.SetContext(ctx)
-			c.log.Debug("prepare panicked; the handler sees the entry unprepared", zap.String("id", msg.UUID), zap.Any("panic", r))
-		}
-	}()
-	c.prepare(msg)
 }
 
 // waitSettled waits for msg's Ack or Nack. When ctx ends first it still waits
