@@ -3,6 +3,7 @@ package fault
 import (
 	"context"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,7 +102,7 @@ func isDone(c *e2e.Client) bool {
 // multi-key command, so an untagged name works too, with its dead letters
 // on whichever shard owns them.
 func TestCluster(t *testing.T) {
-	addrs := startCluster(t)
+	addrs := startCluster(t, 0)
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
 	t.Cleanup(func() { _ = rdb.Close() })
 	url := "redis+cluster://" + strings.Join(addrs[:2], ",")
@@ -148,4 +149,71 @@ func TestCluster(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClusterFailover: three masters with one replica each; during load the
+// replica of the shard holding {notifications} takes over (CLUSTER
+// FAILOVER). The node follows the slot to the new master without dropping a
+// connection, and every session ends with every event the new master holds.
+func TestClusterFailover(t *testing.T) {
+	addrs := startCluster(t, 1)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { _ = rdb.Close() })
+	const stream = "{notifications}"
+	ctx := context.Background()
+	slot, err := rdb.ClusterKeySlot(ctx, stream).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replica string
+	e2e.WaitFor(t, 20*time.Second, "the slot's replica", func() error {
+		shards, err := rdb.ClusterShards(ctx).Result()
+		if err != nil {
+			return err
+		}
+		for _, sh := range shards {
+			for _, r := range sh.Slots {
+				if r.Start > slot || slot > r.End {
+					continue
+				}
+				for _, nd := range sh.Nodes {
+					if nd.Role == "replica" && nd.Health == "online" {
+						replica = net.JoinHostPort(nd.IP, strconv.FormatInt(nd.Port, 10))
+						return nil
+					}
+				}
+				return fmt.Errorf("slot %d has no online replica yet", slot)
+			}
+		}
+		return fmt.Errorf("slot %d not served", slot)
+	})
+	url := "redis+cluster://" + strings.Join(addrs[:3], ",")
+	n := e2e.StartNode(t, e2e.NodeOptions{RedisURL: url, NodeID: "cluster-failover", Args: []string{"--stream", stream}})
+	names := users("u", pick(10, 50))
+	rs := sessions(t, n.Listen, names)
+	p := startProducer(t, rdb, stream, names, 200, 1)
+	time.Sleep(pick(2*time.Second, 20*time.Second))
+
+	rc := redis.NewClient(&redis.Options{Addr: replica})
+	defer rc.Close()
+	if err := rc.ClusterFailover(ctx).Err(); err != nil {
+		t.Fatalf("CLUSTER FAILOVER on %s: %v", replica, err)
+	}
+	e2e.WaitFor(t, 20*time.Second, "replica promoted", func() error {
+		info, err := rc.Info(ctx, "replication").Result()
+		if err != nil || !strings.Contains(info, "role:master") {
+			return fmt.Errorf("%s not master yet: %v", replica, err)
+		}
+		return nil
+	})
+	t.Logf("failover of slot %d to %s done; producer %d appended, %d failed so far", slot, replica, p.ok.Load(), p.failed.Load())
+	time.Sleep(pick(3*time.Second, 20*time.Second))
+	p.Stop()
+	for _, r := range rs {
+		if len(r.conns) != 1 || isDone(r.conns[0]) {
+			t.Errorf("%s: connection did not survive the failover (code %d)", r.user, r.conns[0].Code())
+		}
+	}
+	checkAll(t, rdb, stream, rs, false, 30*time.Second)
+	t.Logf("producer: %d appended, %d failed", p.ok.Load(), p.failed.Load())
 }

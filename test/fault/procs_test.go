@@ -52,13 +52,13 @@ func startSentinel(t testing.TB, masterPort int) int {
 	return port
 }
 
-// startCluster runs three cluster-enabled redis-server masters, joins them
-// with `redis-cli --cluster create` and waits until every node says the
-// cluster is ok. It returns the node addresses.
-func startCluster(t testing.TB) []string {
+// startCluster runs three cluster-enabled redis-server masters (each with
+// replicas replicas), joins them with `redis-cli --cluster create` and waits
+// until every node says the cluster is ok. It returns the node addresses.
+func startCluster(t testing.TB, replicas int) []string {
 	t.Helper()
 	var addrs []string
-	for range 3 {
+	for range 3 * (1 + replicas) {
 		s := redistest.Start(t, redistest.Options{Extra: []string{"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"}})
 		addrs = append(addrs, s.Addr())
@@ -66,7 +66,7 @@ func startCluster(t testing.TB) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	args := append([]string{"--cluster", "create"}, addrs...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
