@@ -1,11 +1,9 @@
 package streams
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"sync"
 	"time"
@@ -78,9 +76,8 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 
 	out := make(chan *message.Message)
 	a := newAcker(s.client, &s.cfg)
-	c := &consumer{s: s, out: out, acks: a, batches: make(chan batch, 1), keys: keyCache{},
+	c := &consumer{s: s, out: out, acks: a, batches: make(chan []redis.XMessage, 1),
 		log: s.cfg.Logger.With(zap.String("stream", s.cfg.Stream), zap.String("group", s.cfg.Group))}
-	c.raw, _ = s.client.(rawDoer)
 	s.wg.Add(3)
 	go func() {
 		defer s.wg.Done()
@@ -142,31 +139,8 @@ type consumer struct {
 	lastRead string
 	// batches carries read batches from the reader to the deliverer; its
 	// capacity of one bounds the read-ahead to one batch.
-	batches chan batch
-
-	// raw reads replies unparsed into buf (go-redis DoRawWriteTo), nil if
-	// the client cannot; keys interns field names. All belong to the reader.
-	raw  rawDoer
-	buf  bytes.Buffer
-	keys keyCache
+	batches chan []redis.XMessage
 }
-
-// batch is what one read returned, with the first message of each entry
-// built by the reader while the deliverer was busy with the previous batch.
-type batch struct {
-	entries []entry
-	msgs    []*message.Message // nil for a trimmed entry
-}
-
-// rawDoer is implemented by go-redis's clients (*redis.Client,
-// *redis.ClusterClient, *redis.Ring), not by the UniversalClient interface.
-type rawDoer interface {
-	DoRawWriteTo(ctx context.Context, w io.Writer, args ...any) *redis.RawWriteToCmd
-}
-
-// maxKeptBuf bounds the read buffer kept between reads: a batch of large
-// entries may grow it beyond, and then it is let go.
-const maxKeptBuf = 4 << 20
 
 func (c *consumer) run(ctx context.Context) {
 	cfg := &c.s.cfg
@@ -174,14 +148,20 @@ func (c *consumer) run(ctx context.Context) {
 	cursor := "0"
 	backoff := newBackoff(50*time.Millisecond, cfg.RetryBackoffMax)
 	for ctx.Err() == nil {
-		var msgs []entry
-		var err error
-		if pending {
-			msgs, err = c.read(ctx, cursor, false)
-		} else {
-			msgs, err = c.read(ctx, ">", true)
+		args := redis.XReadGroupArgs{
+			Group:    cfg.Group,
+			Consumer: cfg.Consumer,
+			Count:    int64(cfg.BatchSize),
+			Block:    -1, // pending entries are there or not: never block
 		}
-		if err != nil {
+		if pending {
+			args.Streams = []string{cfg.Stream, cursor}
+		} else {
+			args.Streams = []string{cfg.Stream, ">"}
+			args.Block = cfg.Block
+		}
+		res, err := c.s.client.XReadGroup(ctx, &args).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
 			if ctx.Err() != nil {
 				return
 			}
@@ -200,6 +180,10 @@ func (c *consumer) run(ctx context.Context) {
 			// pending list: re-read those past the last one we read.
 			pending, cursor = true, c.resumeCursor()
 			continue
+		}
+		var msgs []redis.XMessage
+		if len(res) > 0 {
+			msgs = res[0].Messages
 		}
 		if !pending {
 			lost, err := c.lostReply(ctx, msgs)
@@ -230,20 +214,13 @@ func (c *consumer) run(ctx context.Context) {
 		}
 		cfg.Hooks.EntriesRead(len(msgs))
 		// Read-ahead: hand the batch over and read the next one while it is
-		// delivered, so Redis round trips overlap with the handlers. The
-		// messages are built here too, off the deliverer's path.
-		b := batch{entries: msgs, msgs: make([]*message.Message, len(msgs))}
-		for i := range msgs {
-			if len(msgs[i].fields) > 0 {
-				b.msgs[i] = c.newMessage(ctx, &msgs[i])
-			}
-		}
+		// delivered, so Redis round trips overlap with the handlers.
 		select {
-		case c.batches <- b:
+		case c.batches <- msgs:
 		case <-ctx.Done():
 			return
 		}
-		c.lastRead = msgs[len(msgs)-1].id
+		c.lastRead = msgs[len(msgs)-1].ID
 		if pending {
 			cursor = c.lastRead
 		}
@@ -255,9 +232,9 @@ func (c *consumer) run(ctx context.Context) {
 func (c *consumer) deliverLoop(ctx context.Context) {
 	for {
 		select {
-		case b := <-c.batches:
-			for i := range b.entries {
-				if !c.deliver(ctx, &b.entries[i], b.msgs[i]) {
+		case batch := <-c.batches:
+			for i := range batch {
+				if !c.deliver(ctx, &batch[i]) {
 					return
 				}
 			}
@@ -267,59 +244,13 @@ func (c *consumer) deliverLoop(ctx context.Context) {
 	}
 }
 
-// read reads up to BatchSize entries after cursor ("0" or an id: our pending
-// entries; ">": new ones). It asks without BLOCK first and parses the raw
-// reply (copied once into a reused buffer) itself, which spares go-redis's
-// map of boxed values per entry; only when that finds nothing and block is
-// set does it wait with BLOCK, through go-redis's typed command, which
-// extends the socket read timeout by the block time.
-func (c *consumer) read(ctx context.Context, cursor string, block bool) ([]entry, error) {
-	cfg := &c.s.cfg
-	if c.raw != nil {
-		c.buf.Reset()
-		err := c.raw.DoRawWriteTo(ctx, &c.buf, "xreadgroup", "group", cfg.Group, cfg.Consumer,
-			"count", cfg.BatchSize, "streams", cfg.Stream, cursor).Err()
-		var msgs []entry
-		if err == nil {
-			msgs, err = parseXRead(c.buf.Bytes(), c.keys, nil)
-		}
-		if c.buf.Cap() > maxKeptBuf {
-			c.buf = bytes.Buffer{}
-		}
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, err
-		}
-		if len(msgs) > 0 || !block {
-			return msgs, nil
-		}
-	}
-	args := redis.XReadGroupArgs{
-		Group:    cfg.Group,
-		Consumer: cfg.Consumer,
-		Streams:  []string{cfg.Stream, cursor},
-		Count:    int64(cfg.BatchSize),
-		Block:    -1, // pending entries are there or not: never block
-	}
-	if block {
-		args.Block = cfg.Block
-	}
-	res, err := c.s.client.XReadGroup(ctx, &args).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
-	}
-	if len(res) == 0 {
-		return nil, nil
-	}
-	return entriesOf(res[0].Messages, nil), nil
-}
-
 // lostReply reports whether our pending list holds an entry between the last
 // one read and what the ">" read just returned (msgs, maybe none). That
 // happens when Redis served a read whose reply never arrived and go-redis
 // retried the command on a new connection (it does for EOF): the retry reads
 // later entries, and the lost ones would wait in the pending list until the
 // next restart. One non-blocking read per batch rules it out.
-func (c *consumer) lostReply(ctx context.Context, msgs []entry) (bool, error) {
+func (c *consumer) lostReply(ctx context.Context, msgs []redis.XMessage) (bool, error) {
 	cfg := &c.s.cfg
 	res, err := c.s.client.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group:    cfg.Group,
@@ -338,7 +269,7 @@ func (c *consumer) lostReply(ctx context.Context, msgs []entry) (bool, error) {
 		return false, nil
 	}
 	oldest := res[0].Messages[0].ID
-	return len(msgs) == 0 || oldest != msgs[0].id, nil
+	return len(msgs) == 0 || oldest != msgs[0].ID, nil
 }
 
 func (c *consumer) resumeCursor() string {
@@ -402,21 +333,26 @@ func (c *consumer) tryCreateGroup(ctx context.Context) error {
 // deliver hands one entry to the router and waits until it is settled. It
 // returns false when the subscription ends first; the entry then stays
 // pending (unless its ack came in time) and is read again on the next start.
-func (c *consumer) deliver(ctx context.Context, e *entry, msg *message.Message) bool {
-	if len(e.fields) == 0 {
+func (c *consumer) deliver(ctx context.Context, xm *redis.XMessage) bool {
+	if len(xm.Values) == 0 {
 		// Redis 7 returns pending entries trimmed since as an id without
 		// fields: nothing to deliver, but they must leave the pending list.
-		c.acks.add(e.id)
+		c.acks.add(xm.ID)
 		return true
 	}
 	var backoff *backoff // only after a nack
 	for {
-		if msg == nil {
-			// A new message per attempt (Watermill messages are acked once),
-			// with a fresh copy of the fields: a handler may have changed the
-			// last one.
-			msg = c.newMessage(ctx, e)
+		// A new message per attempt (Watermill messages are acked once), and
+		// a fresh copy of the fields: a handler may have changed the last one.
+		msg := message.NewMessage(xm.ID, nil)
+		for k, v := range xm.Values {
+			if s, ok := v.(string); ok {
+				msg.Metadata[k] = s
+			}
 		}
+		msg.Metadata[MetadataEntryID] = xm.ID
+		msg.Metadata[MetadataEntryTime] = idTime(xm.ID)
+		msg.SetContext(ctx)
 		if ctx.Err() != nil {
 			return false // select below would pick at random
 		}
@@ -427,13 +363,12 @@ func (c *consumer) deliver(ctx context.Context, e *entry, msg *message.Message) 
 		}
 		acked, settled := c.waitSettled(ctx, msg)
 		if acked {
-			c.acks.add(e.id)
+			c.acks.add(xm.ID)
 			return true
 		}
 		if !settled {
 			return false
 		}
-		msg = nil
 		if backoff == nil {
 			backoff = newBackoff(c.s.cfg.NackBackoff, c.s.cfg.NackBackoffMax)
 		}
@@ -441,19 +376,6 @@ func (c *consumer) deliver(ctx context.Context, e *entry, msg *message.Message) 
 			return false
 		}
 	}
-}
-
-// newMessage builds the message of an entry: its fields as metadata, then
-// the entry id and time, which overwrite a producer's fields of those names.
-func (c *consumer) newMessage(ctx context.Context, e *entry) *message.Message {
-	msg := message.NewMessage(e.id, nil)
-	for i := 0; i+1 < len(e.fields); i += 2 {
-		msg.Metadata[e.fields[i]] = e.fields[i+1]
-	}
-	msg.Metadata[MetadataEntryID] = e.id
-	msg.Metadata[MetadataEntryTime] = idTime(e.id)
-	msg.SetContext(ctx)
-	return msg
 }
 
 // waitSettled waits for msg's Ack or Nack. When ctx ends first it still waits
