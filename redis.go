@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/notifybridge/notifybridge/config"
-	"github.com/notifybridge/notifybridge/internal/redisurl"
 )
 
 // redisConn is the node's Redis: an external server from redis_url, or an
@@ -30,7 +29,7 @@ func openRedis(cfg *config.Config) (*redisConn, error) {
 		url := "redis://" + m.Addr()
 		return &redisConn{Client: redis.NewClient(&redis.Options{Addr: m.Addr()}), URL: url, embedded: m}, nil
 	}
-	p, err := redisurl.Parse(cfg.RedisURL)
+	p, err := config.ParseRedisURL(cfg.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis_url: %w", err)
 	}
@@ -38,13 +37,13 @@ func openRedis(cfg *config.Config) (*redisConn, error) {
 	readTimeout := cfg.IngestBlock.Duration + 5*time.Second
 	var c redis.UniversalClient
 	switch p.Kind {
-	case redisurl.Sentinel:
+	case config.RedisSentinel:
 		// The failover client asks the sentinels for the master and follows
 		// a failover: its connections to the old master are dropped and the
 		// next command goes to the new one, so ingest resumes by itself.
 		p.Failover.ReadTimeout, p.Failover.ContextTimeoutEnabled = readTimeout, true
 		c = redis.NewFailoverClient(p.Failover)
-	case redisurl.Cluster:
+	case config.RedisCluster:
 		// One stream lives on one shard; the cluster client routes every
 		// command by key (and follows MOVED after a resharding or failover).
 		p.Cluster.ReadTimeout, p.Cluster.ContextTimeoutEnabled = readTimeout, true
@@ -53,7 +52,7 @@ func openRedis(cfg *config.Config) (*redisConn, error) {
 		p.Single.ReadTimeout, p.Single.ContextTimeoutEnabled = readTimeout, true
 		c = redis.NewClient(p.Single)
 	}
-	return &redisConn{Client: c, URL: redisurl.Redact(cfg.RedisURL)}, nil
+	return &redisConn{Client: c, URL: config.RedactURL(cfg.RedisURL)}, nil
 }
 
 func (r *redisConn) Close() {

@@ -17,8 +17,6 @@ import (
 
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffyaml"
-
-	"github.com/notifybridge/notifybridge/internal/redisurl"
 )
 
 // EnvPrefix prefixes every setting's environment variable.
@@ -136,7 +134,7 @@ func (c *Config) settings() []setting {
 	return []setting{
 		{"listen", (*stringValue)(&c.Listen), "WebSocket and demo listen address", false},
 		{"admin_listen", (*stringValue)(&c.AdminListen), "health, readiness, metrics and pprof listen address (:9090 in containers)", false},
-		{"redis_url", (*stringValue)(&c.RedisURL), "redis://, rediss:// or unix:// URL; empty starts an embedded in-memory Redis", true},
+		{"redis_url", (*stringValue)(&c.RedisURL), "redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL; empty starts an embedded in-memory Redis", true},
 		{"stream", (*stringValue)(&c.Stream), "stream key events are read from", false},
 		{"node_id", (*stringValue)(&c.NodeID), "this node's id; its consumer group is notifybridge-<node_id> (default: host name)", false},
 		{"auth", (*authValue)(c), "jwt or none (default: jwt when a key or secret is set, none with the embedded Redis)", false},
@@ -413,22 +411,8 @@ func checkOrigins(list string) error {
 
 func checkRedisURL(raw string) error {
 	// The node opens its client with the same parser, so what passes here opens.
-	_, err := redisurl.Parse(raw)
+	_, err := ParseRedisURL(raw)
 	return err
-}
-
-// RedactURL hides a URL's password (the user name stays).
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "[unparseable URL redacted]"
-	}
-	return u.Redacted()
-}
-
-// RedactURLError removes the raw URL from a url.Parse error, which quotes it.
-func RedactURLError(err error, raw string) string {
-	return strings.ReplaceAll(err.Error(), raw, "[redacted]")
 }
 
 // Print writes the effective configuration as YAML, secrets redacted.

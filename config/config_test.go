@@ -262,3 +262,17 @@ func TestDemoDefault(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintRedactsSentinelPassword(t *testing.T) {
+	c, err := loadT(t, []string{"--jwt-secret", "s", "--redis-url", "redis+sentinel://:p4ss@h1:26379,h2:26379/mymaster?sentinel_password=s3ntinel"}, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	c.Print(&buf)
+	for _, secret := range []string{"p4ss", "s3ntinel"} {
+		if strings.Contains(buf.String(), secret) {
+			t.Errorf("printed config shows %q:\n%s", secret, buf.String())
+		}
+	}
+}

@@ -1,4 +1,6 @@
-// Package redisurl turns a redis_url setting into go-redis universal client
+package config
+
+// This file turns a redis_url setting into go-redis universal client
 // options. Besides the single-server forms go-redis parses itself
 // (redis://, rediss://, unix://) it accepts two multi-host forms:
 //
@@ -12,7 +14,6 @@
 //
 // One parser serves both config validation and the node's client, so a URL
 // that passes validation is exactly one the node can open.
-package redisurl
 
 import (
 	"errors"
@@ -25,29 +26,29 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Kind is the deployment a URL names.
-type Kind int
+// RedisKind is the deployment a URL names.
+type RedisKind int
 
 // The deployments a redis_url can name.
 const (
-	Single Kind = iota
-	Sentinel
-	Cluster
+	RedisSingle RedisKind = iota
+	RedisSentinel
+	RedisCluster
 )
 
-func (k Kind) String() string {
+func (k RedisKind) String() string {
 	switch k {
-	case Sentinel:
+	case RedisSentinel:
 		return "sentinel"
-	case Cluster:
+	case RedisCluster:
 		return "cluster"
 	}
 	return "single"
 }
 
-// Parsed is a validated redis_url.
-type Parsed struct {
-	Kind Kind
+// RedisURL is a validated redis_url.
+type RedisURL struct {
+	Kind RedisKind
 	// Single: the go-redis options of a single server.
 	Single *redis.Options
 	// Sentinel: the failover options (master name, sentinel addresses).
@@ -58,7 +59,7 @@ type Parsed struct {
 
 // Parse validates raw and returns its options. Errors never quote the URL,
 // which may hold a password.
-func Parse(raw string) (*Parsed, error) {
+func ParseRedisURL(raw string) (*RedisURL, error) {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		return nil, errors.New("is not a URL (want scheme://…)")
@@ -74,7 +75,7 @@ func Parse(raw string) (*Parsed, error) {
 	return nil, fmt.Errorf("scheme must be redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://, got %q", scheme+"://")
 }
 
-func parseSingle(raw, scheme string) (*Parsed, error) {
+func parseSingle(raw, scheme string) (*RedisURL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("is not a URL: %s", redactErr(err, raw))
@@ -89,7 +90,7 @@ func parseSingle(raw, scheme string) (*Parsed, error) {
 	if err != nil {
 		return nil, errors.New(redactErr(err, raw))
 	}
-	return &Parsed{Kind: Single, Single: o}, nil
+	return &RedisURL{Kind: RedisSingle, Single: o}, nil
 }
 
 // multi is the shared shape of the multi-host forms: user info, a list of
@@ -176,7 +177,7 @@ func (m *multi) goRedisURL(scheme, path string) string {
 	return u.String()
 }
 
-func parseSentinel(scheme, rest string) (*Parsed, error) {
+func parseSentinel(scheme, rest string) (*RedisURL, error) {
 	const example = "redis+sentinel://host1:26379,host2:26379/mymaster"
 	m, err := splitMulti(rest, example)
 	if err != nil {
@@ -207,10 +208,10 @@ func parseSentinel(scheme, rest string) (*Parsed, error) {
 		o.Username = m.user.Username()
 		o.Password, _ = m.user.Password()
 	}
-	return &Parsed{Kind: Sentinel, Failover: o}, nil
+	return &RedisURL{Kind: RedisSentinel, Failover: o}, nil
 }
 
-func parseCluster(scheme, rest string) (*Parsed, error) {
+func parseCluster(scheme, rest string) (*RedisURL, error) {
 	const example = "redis+cluster://host1:7000,host2:7001"
 	m, err := splitMulti(rest, example)
 	if err != nil {
@@ -231,11 +232,11 @@ func parseCluster(scheme, rest string) (*Parsed, error) {
 		o.Username = m.user.Username()
 		o.Password, _ = m.user.Password()
 	}
-	return &Parsed{Kind: Cluster, Cluster: o}, nil
+	return &RedisURL{Kind: RedisCluster, Cluster: o}, nil
 }
 
 // Redact hides the password of any accepted form; the user name stays.
-func Redact(raw string) string {
+func RedactURL(raw string) string {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		return "[unparseable URL redacted]"

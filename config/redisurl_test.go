@@ -1,4 +1,4 @@
-package redisurl
+package config
 
 import (
 	"reflect"
@@ -8,12 +8,12 @@ import (
 )
 
 func TestParseSentinel(t *testing.T) {
-	p, err := Parse("redis+sentinel://:s3cr%40t@10.0.0.1:26379,10.0.0.2:26380/mymaster/2?dial_timeout=3s&sentinel_password=sp")
+	p, err := ParseRedisURL("redis+sentinel://:s3cr%40t@10.0.0.1:26379,10.0.0.2:26380/mymaster/2?dial_timeout=3s&sentinel_password=sp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := p.Failover
-	if p.Kind != Sentinel || o.MasterName != "mymaster" || o.DB != 2 || o.Password != "s3cr@t" ||
+	if p.Kind != RedisSentinel || o.MasterName != "mymaster" || o.DB != 2 || o.Password != "s3cr@t" ||
 		o.SentinelPassword != "sp" || o.DialTimeout != 3*time.Second ||
 		!reflect.DeepEqual(o.SentinelAddrs, []string{"10.0.0.1:26379", "10.0.0.2:26380"}) {
 		t.Fatalf("parsed %+v", o)
@@ -21,12 +21,12 @@ func TestParseSentinel(t *testing.T) {
 }
 
 func TestParseCluster(t *testing.T) {
-	p, err := Parse("rediss+cluster://u:pw@a:7000,b:7001,c:7002?max_redirects=5")
+	p, err := ParseRedisURL("rediss+cluster://u:pw@a:7000,b:7001,c:7002?max_redirects=5")
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := p.Cluster
-	if p.Kind != Cluster || o.Username != "u" || o.Password != "pw" || o.MaxRedirects != 5 || o.TLSConfig == nil ||
+	if p.Kind != RedisCluster || o.Username != "u" || o.Password != "pw" || o.MaxRedirects != 5 || o.TLSConfig == nil ||
 		!reflect.DeepEqual(o.Addrs, []string{"a:7000", "b:7001", "c:7002"}) {
 		t.Fatalf("parsed %+v", o)
 	}
@@ -34,8 +34,8 @@ func TestParseCluster(t *testing.T) {
 
 func TestParseSingle(t *testing.T) {
 	for _, raw := range []string{"redis://h:6379/1", "rediss://u:p@h:6380", "unix:///run/redis.sock"} {
-		p, err := Parse(raw)
-		if err != nil || p.Kind != Single || p.Single == nil {
+		p, err := ParseRedisURL(raw)
+		if err != nil || p.Kind != RedisSingle || p.Single == nil {
 			t.Errorf("%s: %v %+v", raw, err, p)
 		}
 	}
@@ -49,7 +49,7 @@ func TestErrorsNeverQuoteThePassword(t *testing.T) {
 		"redis://:hunter2@h:1/x y",
 		"redis+sentinel://:hunter2@h:1/m?nope=1",
 	} {
-		_, err := Parse(raw)
+		_, err := ParseRedisURL(raw)
 		if err == nil {
 			t.Errorf("%s: accepted", raw)
 			continue
@@ -68,8 +68,8 @@ func TestRedact(t *testing.T) {
 		"redis://u:pw@h:1/0":                           "redis://u:xxxxx@h:1/0",
 	}
 	for in, want := range cases {
-		if got := Redact(in); got != want {
-			t.Errorf("Redact(%s) = %s, want %s", in, got, want)
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%s) = %s, want %s", in, got, want)
 		}
 	}
 }
