@@ -57,7 +57,13 @@ func validJSONLevels(s string, kinds []uint64) (ok, deeper bool) {
 		c := s[i]
 		switch {
 		case c == '"':
-			if i = scanJSONString(s, i+1); i < 0 {
+			i++
+			for k := min(i+16, n); i < k && !jsonStrStop[s[i]]; {
+				i++
+			}
+			if i < n && s[i] == '"' {
+				i++
+			} else if i = scanJSONString(s, i); i < 0 {
 				return false, false
 			}
 		case c >= '1' && c <= '9':
@@ -178,7 +184,15 @@ func scanJSONKey(s string, i int) int {
 	if i >= len(s) || s[i] != '"' {
 		return -1
 	}
-	if i = scanJSONString(s, i+1); i < 0 {
+	// Keys are short: their plain ASCII is skipped here and only the rest
+	// of a longer or escaped one goes to scanJSONString.
+	i++
+	for k := min(i+16, len(s)); i < k && !jsonStrStop[s[i]]; {
+		i++
+	}
+	if i < len(s) && s[i] == '"' {
+		i++
+	} else if i = scanJSONString(s, i); i < 0 {
 		return -1
 	}
 	if i < len(s) && s[i] == ':' {
