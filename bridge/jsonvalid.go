@@ -12,13 +12,15 @@ const maxJSONDepth = 10000
 // validJSONText reports whether s is exactly what
 // utf8.ValidString(s) && json.Valid([]byte(s)) accepts: one RFC 8259 value
 // with optional surrounding whitespace, valid UTF-8 throughout, nesting at
-// most maxJSONDepth. Like encoding/json it accepts \u escapes of lone
-// surrogates. It does not allocate and does not recurse: open containers are
-// a depth counter plus one bit each (object or array) in a fixed array on the
-// stack.
+// most maxJSONDepth (as encoding/json). Like encoding/json it accepts \u
+// escapes of lone surrogates. It does not allocate and does not recurse: the
+// open levels are a depth counter plus one bit each (object or array), one
+// word on the stack for the first 64 levels; deeper text is checked again
+// with a fixed 1.25 KiB bit array.
 //
 // Outside strings every valid byte is ASCII, so UTF-8 is checked only inside
-// strings, where runs of plain ASCII are skipped eight bytes at a time.
+// strings; runs of plain ASCII in them are skipped by table, then eight bytes
+// at a time.
 func validJSONText(s string) bool {
 	// Most data nests less than 64 levels: one word of kinds, nothing to
 	// zero. Deeper text is checked again with the full stack.
@@ -175,8 +177,8 @@ func skipJSONSpace(s string, i int) int {
 	return i
 }
 
-// scanJSONKey scans `"key" :` starting at i (whitespace allowed before) and returns the
-// index after the colon, or -1.
+// scanJSONKey scans `"key" :` starting at i (whitespace allowed before) and
+// returns the index after the colon, or -1.
 func scanJSONKey(s string, i int) int {
 	if i < len(s) && s[i] <= ' ' {
 		i = skipJSONSpace(s, i)
@@ -281,7 +283,7 @@ func scanJSONString(s string, i int) int {
 		case c < 0x20:
 			return -1
 		case c < 0x80:
-			i++ // a false flag cannot happen, but be safe
+			i++ // plain ASCII; not reached, the scans stop only at the bytes above
 		default:
 			size := utf8SeqLen(s, i)
 			if size == 0 {
