@@ -270,10 +270,12 @@ func FuzzValidJSON(f *testing.F) {
 }
 
 // Realistic entry data: an alarm object of about 200 B, one of about 1 KiB,
-// and a string-heavy one (long text with escapes and non-ASCII).
+// a string-heavy one (long text with escapes and non-ASCII), and the 1 KiB
+// data of the ingest benchmark (handlers/ingest_bench_test.go: one long
+// plain string).
 var (
 	benchJSON200 = `{"alarm":"fiber_break","severity":"critical","site":"PAR-07","port":12,` +
-		`"olt":"olt-par07-03","since":"2026-11-25T14:05:12.345Z","customers":184,"ack":false,"ref":null}`
+		`"olt":"olt-par07-03","since":"2026-11-25T14:05:12.345Z","customers":184,"ack":false,"ref":null,"region":"idf-nord","ip":"10.4.7.3"}`
 	benchJSON1K = func() string {
 		var b strings.Builder
 		b.WriteString(`{"alarm":"fiber_break","severity":"critical","site":"PAR-07","since":"2026-11-25T14:05:12.345Z",`)
@@ -286,7 +288,8 @@ var (
 			b.WriteString(string(rune('1' + i)))
 			b.WriteString(`,"onts":24,"rx_dbm":-27.5,"down":true}`)
 		}
-		b.WriteString(`],"note":"Técnico en camino","ack":false,"ref":null}`)
+		b.WriteString(`],"team":"Equipe nord B","ticket":"INC-2026-11-25-0042","eta_min":45,"sla":"gold",`)
+		b.WriteString(`"note":"Técnico en camino","ack":false,"ref":null}`)
 		return b.String()
 	}()
 	benchJSONStrings = `{"title":"Coupure fibre – secteur Nord","body":"Une coupure de fibre a été détectée entre ` +
@@ -301,6 +304,7 @@ func BenchmarkValidJSON(b *testing.B) {
 		{"200B", benchJSON200},
 		{"1KiB", benchJSON1K},
 		{"strings", benchJSONStrings},
+		{"ingest1KiB", `{"fiber":"F-12","km":3.2,"note":"` + strings.Repeat("x", 1024-34) + `"}`},
 	} {
 		if !refValidJSON(c.s) {
 			b.Fatalf("%s: bench input is not valid", c.name)
