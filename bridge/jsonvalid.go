@@ -22,8 +22,9 @@ const maxJSONDepth = 10000
 // strings; runs of plain ASCII in them are skipped by table, then eight bytes
 // at a time.
 func validJSONText(s string) bool {
-	// Most data nests less than 64 levels: one word of kinds, nothing to
-	// zero. Deeper text is checked again with the full stack.
+	// Most data nests at most 64 levels: one word of kinds, nothing to
+	// zero. Deeper text is checked again with the full stack, so no input
+	// costs more than two passes.
 	var kinds [1]uint64
 	ok, deeper := validJSONLevels(s, kinds[:])
 	if deeper {
