@@ -124,7 +124,7 @@ func serve(args []string, stderr io.Writer) error {
 		return shutdownBeforeReady(err, log)
 	}
 
-	ingest, err := startIngest(ctx, rc, cfg, hub, tel, log)
+	ingest, err := startIngest(ctx, rc, cfg, hub, ready, tel, log)
 	if err != nil {
 		return err
 	}
@@ -237,7 +237,7 @@ type ingest struct {
 // startIngest reads the stream through the node's consumer group into the
 // hub. A missing group is created at the head the window warmed to, never at
 // $, so nothing falls between warm start and ingest (contract §4).
-func startIngest(ctx context.Context, rc *redisConn, cfg *config.Config, hub *bridge.Hub,
+func startIngest(ctx context.Context, rc *redisConn, cfg *config.Config, hub *bridge.Hub, ready *readiness,
 	tel *telemetry, log *zap.Logger) (*ingest, error) {
 	sub, err := streams.NewSubscriber(rc.Client, streams.Config{
 		Stream:          cfg.Stream,
@@ -281,8 +281,12 @@ func startIngest(ctx context.Context, rc *redisConn, cfg *config.Config, hub *br
 	in := &ingest{router: router, sub: sub, done: make(chan struct{})}
 	go func() {
 		defer close(in.done)
-		if err := router.Run(context.WithoutCancel(ctx)); err != nil {
-			log.Error("ingest router stopped", zap.Error(err))
+		err := router.Run(context.WithoutCancel(ctx))
+		// A router that stops while the node is not draining means nothing is
+		// ingested any more: stop claiming readiness so traffic goes elsewhere.
+		ready.ingest.Store(false)
+		if !ready.draining.Load() {
+			log.Error("ingest router stopped: not ready", zap.Error(err))
 		}
 	}()
 	select {

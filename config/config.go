@@ -160,7 +160,7 @@ func (c *Config) settings() []setting {
 		{"cursor_interval", &c.CursorInterval, "silence after which a connection gets a cursor frame", false},
 		{"shutdown_timeout", &c.ShutdownTimeout, "time allowed for a graceful stop", false},
 		{"shutdown_delay", &c.ShutdownDelay, "time not-ready before connections are closed on stop (0 allowed)", false},
-		{"workers", &c.Workers, "WebSocket worker pool size (0: 4 × GOMAXPROCS)", false},
+		{"workers", &c.Workers, "WebSocket worker pool size (0: max(4, 2 × GOMAXPROCS))", false},
 		{"ingest_batch", &c.IngestBatch, "entries per XREADGROUP", false},
 		{"ingest_block", &c.IngestBlock, "XREADGROUP BLOCK time", false},
 		{"ack_interval", &c.AckInterval, "longest an acknowledged entry waits for its batched XACK", false},
