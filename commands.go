@@ -97,6 +97,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Clients, "clients", 1000, "WebSocket clients")
 	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("client processes (0: as few as allowed, at most %d clients each)", benchpkg.MaxClientsPerProcess))
 	fs.IntVar(&o.Dialers, "dialers", 256, "concurrent handshakes per client process")
+	fs.BoolVar(&o.RawXRead, "raw-xread", false, "broadcast/targeted: also measure a plain XREAD BLOCK subscriber in the same run, for comparison")
 	fs.IntVar(&o.Slow, "slow", 0, "broadcast/targeted: extra clients that never read, to see write_timeout and eviction at work")
 	fs.IntVar(&o.Rate, "rate", 100, "events per second (0: as fast as possible)")
 	fs.IntVar(&o.Events, "events", 0, "events to publish (default rate × duration)")

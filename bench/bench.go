@@ -40,6 +40,7 @@ type Options struct {
 	Stream   string        // empty: a fresh bench-<run> stream with a started bridge, else notifications
 	Dialers  int           // concurrent handshakes per process (0: 256)
 	Slow     int           // broadcast/targeted: extra clients that never read (write_timeout, eviction)
+	RawXRead bool          // broadcast/targeted: also measure a plain XREAD BLOCK subscriber, same run
 
 	WSURL    string   // ws://host:port/ws; empty starts a bridge child process
 	RedisURL string   // the bridge's Redis; empty with WSURL empty: embedded
@@ -75,6 +76,9 @@ type Result struct {
 	P90ms           float64       `json:"p90_ms"`
 	P99ms           float64       `json:"p99_ms"`
 	MaxMs           float64       `json:"max_ms"`
+	RawP50ms        float64       `json:"raw_xread_p50_ms,omitempty"`
+	RawP99ms        float64       `json:"raw_xread_p99_ms,omitempty"`
+	RawMaxMs        float64       `json:"raw_xread_max_ms,omitempty"`
 	RSSBaseBytes    int64         `json:"rss_base_bytes"`
 	RSSBytes        int64         `json:"rss_bytes"`
 	RSSPerConnBytes float64       `json:"rss_per_connection_bytes"`
@@ -524,6 +528,17 @@ func (r *runner) fanout(ctx context.Context) error {
 		return err
 	}
 	r.perUser = make([]int64, r.o.Clients)
+	var raw *rawReader
+	if r.o.RawXRead {
+		rctx, stopRaw := context.WithCancel(ctx)
+		raw = startRawReader(rctx, r.rdb, r.o.Stream)
+		defer func() {
+			stopRaw()
+			<-raw.done
+			r.res.RawP50ms, r.res.RawP99ms, r.res.RawMaxMs = raw.hist.quantile(.50), raw.hist.quantile(.99), raw.hist.quantile(1)
+		}()
+		time.Sleep(100 * time.Millisecond) // let its first XREAD … $ block before publishing
+	}
 	// Data carries the publish time (unix µs) and, for targeted events, the
 	// one user it is for, so clients measure latency and catch misdelivery.
 	tag := `,` + string(runTag(r.run))

@@ -65,6 +65,9 @@ func (res *Result) WriteTable(w io.Writer) {
 		if res.LatencySamples > 0 {
 			row("latency p50/p90/p99/max", fmt.Sprintf("%.2f / %.2f / %.2f / %.2f ms (%d deliveries, publish to receive)",
 				res.P50ms, res.P90ms, res.P99ms, res.MaxMs, res.LatencySamples))
+			if res.RawP99ms > 0 {
+				row("raw XREAD BLOCK p50/p99/max", fmt.Sprintf("%.2f / %.2f / %.2f ms (same run, Redis alone)", res.RawP50ms, res.RawP99ms, res.RawMaxMs))
+			}
 		}
 		row("lost", fmt.Sprint(res.Lost))
 		row("duplicated", fmt.Sprint(res.Duplicated))
