@@ -25,11 +25,67 @@ type page struct {
 	deleted ID
 	err     error
 	bytes   int64
+	// The events by recipient, built once when the page is read: ordered
+	// positions in events per user, per group and for broadcast (an event
+	// naming a list twice has one slot). A cursor merges only its own lists,
+	// so a page with nothing for it costs a few look-ups, not a scan.
+	users  map[string][]int32
+	groups map[string][]int32
+	all    []int32
 
 	// Guarded by backfill.mu.
 	waiters []*Cursor
 	cached  bool
 	used    uint64 // LRU clock
+}
+
+// Memory accounting of a page's index: one slot per recipient list of an
+// event, and a fixed cost per list (map entry, slice header, name).
+const (
+	pageSlotBytes = 4
+	pageListBytes = 96
+)
+
+// index computes bytes and the per-recipient lists; called by the worker
+// before ready is set.
+func (p *page) index() {
+	for i, ev := range p.events {
+		p.bytes += int64(ev.Size())
+		pos := int32(i)
+		ForEachRecipient(ev.To, func(kind RecipientKind, name string) {
+			var l []int32
+			switch kind {
+			case KindBroadcast:
+				l = p.all
+			case KindUser:
+				if p.users == nil {
+					p.users = make(map[string][]int32)
+				}
+				l = p.users[name]
+			default:
+				if p.groups == nil {
+					p.groups = make(map[string][]int32)
+				}
+				l = p.groups[name]
+			}
+			if len(l) > 0 && l[len(l)-1] == pos {
+				return // named twice in to: one slot
+			}
+			if len(l) == 0 {
+				p.bytes += pageListBytes + int64(len(name))
+			}
+			p.bytes += pageSlotBytes
+			l = append(l, pos)
+			switch kind {
+			case KindBroadcast:
+				p.all = l
+			case KindUser:
+				p.users[name] = l
+			default:
+				p.groups[name] = l
+			}
+		})
+	}
 }
 
 // covers reports whether the page tells what the stream held right after
@@ -157,9 +213,7 @@ func (b *backfill) read(ctx context.Context, p *page) {
 		b.hooks.BackfillRead(len(events))
 	}
 	p.events, p.last, p.err = events, last, err
-	for _, ev := range events {
-		p.bytes += int64(ev.Size())
-	}
+	p.index()
 	p.ready.Store(true)
 
 	b.mu.Lock()

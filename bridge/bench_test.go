@@ -156,14 +156,38 @@ func BenchmarkReconnectStorm(b *testing.B) {
 // are reported and stay flat however many clients there are. The page cache
 // outlives a storm, so later storms read less than the first.
 func BenchmarkReconnectStormFromRedis(b *testing.B) {
-	const clients = 10000
 	s := newMemStore()
 	resumeFrom := s.add(b, "user:nobody", "", "0", 1)
 	for i := range 200 {
 		s.add(b, "user:u"+strconv.Itoa(i%20), "alarm.x", `{"n":1}`, 1)
 	}
+	stormFromRedis(b, s, resumeFrom, 10000, 20, Config{WindowBytes: 8 << 10, BackfillPage: 64, CursorInterval: time.Hour})
+}
+
+// BenchmarkReconnectStormFromRedisWide: the shape of the end-to-end storm,
+// scaled down: 10k connections of distinct users resume from the same id
+// over 50 000 entries older than the window, 40 000 of them filler and one
+// event of each client's own spread through it. The cost that matters is
+// how a cursor finds its own few events in pages mostly for others.
+func BenchmarkReconnectStormFromRedisWide(b *testing.B) {
+	const clients = 10000
+	s := newMemStore()
+	resumeFrom := s.add(b, "user:nobody", "", "0", 1)
+	for i := range 50000 {
+		to := "user:filler"
+		if i%5 == 0 {
+			to = "user:u" + strconv.Itoa(i/5)
+		}
+		s.add(b, to, "alarm.x", `{"n":1}`, 1)
+	}
+	stormFromRedis(b, s, resumeFrom, clients, clients, Config{WindowBytes: 64 << 10, CursorInterval: time.Hour})
+}
+
+// stormFromRedis runs the storm: clients connect as users u0..u<users-1>
+// (round robin) resuming from resumeFrom, and are pulled until all caught up.
+func stormFromRedis(b *testing.B, s *memStore, resumeFrom *Event, clients, users int, cfg Config) {
 	s.rtt = 200 * time.Microsecond
-	h, err := NewHub(Config{WindowBytes: 8 << 10, BackfillPage: 64, CursorInterval: time.Hour}, s)
+	h, err := NewHub(cfg, s)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -189,7 +213,7 @@ func BenchmarkReconnectStormFromRedis(b *testing.B) {
 			wg.Go(func() {
 				for j := k; j < clients; j += par {
 					p := &benchPeer{}
-					c, err := h.Accept(p, "u"+strconv.Itoa(j%20), nil, query, "")
+					c, err := h.Accept(p, "u"+strconv.Itoa(j%users), nil, query, "")
 					if err != nil {
 						b.Error(err)
 						return
@@ -234,7 +258,7 @@ func BenchmarkReconnectStormFromRedis(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(s.ranges.Load()-ranges)/float64(b.N), "xrange/storm")
 	b.ReportMetric(float64(s.infos.Load()-infos)/float64(b.N), "xinfo/storm")
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/clients, "ns/client")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(clients), "ns/client")
 }
 
 // BenchmarkIdleConnections reports the heap an idle connection costs the

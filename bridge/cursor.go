@@ -245,22 +245,61 @@ func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int
 		// than skip them silently; the resume then gets a gap frame.
 		return actLost
 	}
-	for c.pageAt < len(p.events) {
-		e := p.events[c.pageAt]
-		if !c.pos.Less(e.ID) {
-			c.pageAt++
-			continue
+	// Start after pos, and stop before the first event the window holds
+	// (binary searches: the page is in id order).
+	from := max(c.pageAt, pageSearch(p.events, c.pos))
+	c.pageAt = from
+	cut := pageSearch(p.events, complete)
+	if cut < from {
+		cut = from
+	}
+	// The cursor's own lists in the page: its user, its groups, broadcast.
+	var buf [8][]int32
+	lists := buf[:0]
+	if l := p.users[c.user]; len(l) > 0 {
+		lists = append(lists, l)
+	}
+	if len(p.groups) > 0 {
+		for _, g := range c.groups {
+			if l := p.groups[g]; len(l) > 0 {
+				lists = append(lists, l)
+			}
 		}
-		if complete.Less(e.ID) {
-			// The page is contiguous: nothing in the stream lies between pos
-			// and e but what was consumed, so the window serves from here.
-			return c.switchLocked(w)
+	}
+	if len(p.all) > 0 {
+		lists = append(lists, p.all)
+	}
+	for k, l := range lists {
+		i, _ := slices.BinarySearch(l, int32(from))
+		lists[k] = l[i:]
+	}
+	for {
+		// The next event addressed to the cursor: the smallest head; an event
+		// in several lists is taken from each once.
+		j := cut
+		for _, l := range lists {
+			if len(l) > 0 && int(l[0]) < j {
+				j = int(l[0])
+			}
+		}
+		if j > from {
+			// Nothing between is addressed to the cursor: examined.
+			c.pos, c.pageAt, from = p.events[j-1].ID, j, j
+		}
+		if j == cut {
+			break
 		}
 		if *size >= maxBytes && len(*bufs) > start {
 			return actFull
 		}
-		c.pageAt++
-		if e.ID.Less(c.skipBelow) || !c.addressed(e) {
+		for k, l := range lists {
+			if len(l) > 0 && int(l[0]) == j {
+				lists[k] = l[1:]
+			}
+		}
+		e := p.events[j]
+		c.pageAt, from = j+1, j+1
+		if e.ID.Less(c.skipBelow) {
 			c.pos = e.ID
 			continue
 		}
@@ -268,6 +307,12 @@ func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int
 			return actEvicted
 		}
 		*bufs = c.deliver(*bufs, e, size)
+	}
+	if cut < len(p.events) {
+		// The page is contiguous: nothing in the stream lies between pos
+		// and the event at cut but what was consumed, so the window serves
+		// from here.
+		return c.switchLocked(w)
 	}
 	if complete.Less(p.last) {
 		// The window holds everything after complete, also what was trimmed
@@ -331,23 +376,19 @@ func (c *Cursor) appendCaughtUp(bufs [][]byte, size *int) [][]byte {
 	return append(bufs, f)
 }
 
-// addressed reports whether a page event (not indexed) names this connection.
-func (c *Cursor) addressed(ev *Event) bool {
-	found := false
-	ForEachRecipient(ev.To, func(kind RecipientKind, name string) {
-		if found {
-			return
+// pageSearch returns the index of the first event with an id greater than
+// after (len(events) when none).
+func pageSearch(events []*Event, after ID) int {
+	lo, hi := 0, len(events)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if after.Less(events[mid].ID) {
+			hi = mid
+		} else {
+			lo = mid + 1
 		}
-		switch kind {
-		case KindBroadcast:
-			found = true
-		case KindUser:
-			found = name == c.user
-		case KindGroup:
-			_, found = slices.BinarySearch(c.groups, name)
-		}
-	})
-	return found
+	}
+	return lo
 }
 
 func (c *Cursor) observeLag(frames [][]byte) {
