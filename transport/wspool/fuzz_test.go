@@ -66,7 +66,7 @@ func FuzzHandshake(f *testing.F) {
 	h.cfg.AllowedOrigins = nil
 	f.Fuzz(func(t *testing.T, data []byte) {
 		buf := make([]byte, 1024)
-		n, isWS, hdrEnd, err := readRequestHead(bytes.NewReader(data), buf)
+		n, isWS, hdrEnd, err := readRequestHead(bytes.NewReader(data), buf, 0)
 		if n > len(buf) || hdrEnd > n {
 			t.Fatalf("n=%d hdrEnd=%d", n, hdrEnd)
 		}

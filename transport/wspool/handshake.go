@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // Refusal labels passed to Hooks.HandshakeRefused; a closed set so metrics
@@ -31,7 +33,16 @@ const (
 	RefusedTimeout       = "timeout"
 )
 
-var hdrBufs = sync.Pool{New: func() any { return new([]byte) }}
+// Request heads are read into a small pooled buffer first and moved to a
+// MaxHeaderBytes one only when they do not fit: the pool holds one buffer per
+// handshake in flight at the peak, so its size is paid by every burst of
+// connects. Most heads (a browser's included) are well under hdrBufSmall.
+const hdrBufSmall = 2048
+
+var (
+	hdrBufs    = sync.Pool{New: func() any { return new([]byte) }} // hdrBufSmall
+	hdrBufsBig = sync.Pool{New: func() any { return new([]byte) }} // MaxHeaderBytes
+)
 
 // handshake owns nc until it is upgraded and registered, handed to the HTTP
 // server, or closed. It reads the request itself (bounded by MaxHeaderBytes
@@ -51,14 +62,26 @@ func (s *Server) handshake(nc net.Conn) {
 		return
 	}
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	small := min(hdrBufSmall, s.cfg.MaxHeaderBytes)
 	bp := hdrBufs.Get().(*[]byte)
 	defer hdrBufs.Put(bp)
-	if cap(*bp) < s.cfg.MaxHeaderBytes {
-		*bp = make([]byte, s.cfg.MaxHeaderBytes)
+	if cap(*bp) < small {
+		*bp = make([]byte, small)
 	}
-	buf := (*bp)[:s.cfg.MaxHeaderBytes]
+	buf := (*bp)[:small]
 
-	n, isWS, hdrEnd, err := readRequestHead(nc, buf)
+	n, isWS, hdrEnd, err := readRequestHead(nc, buf, 0)
+	if errors.Is(err, errHeaderTooLarge) && len(buf) < s.cfg.MaxHeaderBytes {
+		bigp := hdrBufsBig.Get().(*[]byte)
+		defer hdrBufsBig.Put(bigp)
+		if cap(*bigp) < s.cfg.MaxHeaderBytes {
+			*bigp = make([]byte, s.cfg.MaxHeaderBytes)
+		}
+		big := (*bigp)[:s.cfg.MaxHeaderBytes]
+		copy(big, buf[:n])
+		buf = big
+		n, isWS, hdrEnd, err = readRequestHead(nc, buf, n)
+	}
 	switch {
 	case errors.Is(err, errHeaderTooLarge):
 		s.refusePlain(nc, 431, RefusedHeaderTooBig, "request header too large")
@@ -84,9 +107,9 @@ func (s *Server) handshake(nc net.Conn) {
 var errHeaderTooLarge = errors.New("request header too large")
 
 // readRequestHead reads until the request line tells whether this is
-// GET /ws and, if it is, until the end of the header. It returns the bytes
-// read, and for /ws the end of the header.
-func readRequestHead(nc io.Reader, buf []byte) (n int, isWS bool, hdrEnd int, err error) {
+// GET /ws and, if it is, until the end of the header. buf[:n] holds what was
+// read before. It returns the bytes read, and for /ws the end of the header.
+func readRequestHead(nc io.Reader, buf []byte, n int) (_ int, isWS bool, hdrEnd int, err error) {
 	lineDone := false
 	for {
 		if !lineDone {
@@ -188,9 +211,13 @@ func (s *Server) upgrade(nc net.Conn, head, extra []byte) bool {
 		ip      = remoteIP(nc)
 	)
 	u := ws.Upgrader{
-		OnRequest: func(uri []byte) error { st.uri = string(uri); return nil },
-		OnHost:    func(h []byte) error { st.host = string(h); return nil },
-		OnHeader:  st.onHeader,
+		// gobwas reads the head we already hold through a pooled bufio.Reader:
+		// one the head's size (not its default 4 KiB) holds every line, so
+		// the pool costs no more than the heads in flight.
+		ReadBufferSize: max(len(head), 256),
+		OnRequest:      func(uri []byte) error { st.uri = string(uri); return nil },
+		OnHost:         func(h []byte) error { st.host = string(h); return nil },
+		OnHeader:       st.onHeader,
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			var r *refusal
 			c, slot, r = s.decide(&st, nc, ip)
@@ -256,7 +283,7 @@ func (s *Server) decide(st *hsState, nc net.Conn, ip string) (*Conn, bool, *refu
 	if qerr != nil {
 		return nil, true, &refusal{400, RefusedBadRequest, "bad query: " + qerr.Error()}
 	}
-	c := &Conn{s: s, nc: nc, ip: ip, tIdx: -1}
+	c := &Conn{s: s, ip: ip, tIdx: -1}
 	// The handshake holds the job until registration: a Wake from the core
 	// before then only sets a bit, served right after.
 	c.state.Store(stSched)
@@ -307,16 +334,26 @@ func (s *Server) register(c *Conn, nc net.Conn, extra []byte) bool {
 	if err != nil {
 		return false
 	}
-	fd := int32(-1)
-	if err := rc.Control(func(f uintptr) { fd = int32(f) }); err != nil || fd < 0 {
+	// The pool keeps a duplicate of the descriptor and closes the
+	// net.Conn: its netFD, addresses and runtime poller registration would
+	// otherwise stay alive (and be polled by Go's netpoller) for the whole
+	// life of the connection. Closing one of two descriptors of a socket
+	// sends nothing; the socket ends when teardown closes the duplicate.
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil || fd < 0 || fd > math.MaxInt32 {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
 		return false
 	}
-	c.fd = fd
+	_ = nc.Close()
+	c.fd = int32(fd)
 	now := time.Now().UnixNano()
 	c.lastRead.Store(now)
 	c.nextPing = now + int64(s.cfg.PingInterval)
 	if err := s.poller.add(c); err != nil {
 		s.log.Warn("register", zap.Error(err))
+		unix.Close(fd)
 		return false
 	}
 	s.cfg.Hooks.ConnOpened()

@@ -1,6 +1,7 @@
 package wspool
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -218,6 +220,44 @@ func TestHandshakeTimeoutAndHeaderLimit(t *testing.T) {
 		t.Fatalf("closed after %v", d)
 	}
 	c := dialWS(t, h.addr(), "/ws?user=a", "X-Big: "+strings.Repeat("a", 2000))
+	checkRefused(t, c, 431, "too large")
+}
+
+// A head larger than the small pooled buffer moves to a MaxHeaderBytes one
+// and still upgrades, with the frame sent right behind it; one larger than
+// MaxHeaderBytes gets 431.
+func TestHandshakeLargeHead(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) { cfg.MaxHeaderBytes = 8192 })
+	nc, err := net.Dial("tcp", h.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	req := "GET /ws?user=big HTTP/1.1\r\nHost: " + h.addr() + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+		"Cookie: x=" + strings.Repeat("c", 5000) + "\r\n\r\n"
+	var frame bytes.Buffer
+	if err := ws.WriteFrame(&frame, ws.MaskFrame(ws.NewPingFrame([]byte("hi")))); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(nc, req+frame.String()); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	c := &client{nc: nc, br: br, resp: resp}
+	f, err := c.readFrame(t, 3*time.Second)
+	if err != nil || f.Header.OpCode != ws.OpPong || string(f.Payload) != "hi" {
+		t.Fatalf("pong: %v %v %q", err, f.Header.OpCode, f.Payload)
+	}
+	if got := h.conn("big").req.Identity.User; got != "big" {
+		t.Fatalf("user %q", got)
+	}
+	c = dialWS(t, h.addr(), "/ws?user=a", "X-Big: "+strings.Repeat("a", 9000))
 	checkRefused(t, c, 431, "too large")
 }
 
@@ -512,4 +552,46 @@ func TestConcurrentWakes(t *testing.T) {
 	}
 	<-done
 	<-waker
+}
+
+// An upgraded connection holds one descriptor of its own (the net.Conn of
+// the handshake is closed at registration), and teardown closes it, whichever
+// side ends the connection.
+func TestDescriptorPerConnection(t *testing.T) {
+	h := newHarness(t, nil)
+	openFDs := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd")
+		}
+		return len(ents)
+	}
+	base := openFDs()
+	const n = 20
+	clients := make([]*client, n)
+	for i := range clients {
+		clients[i] = mustDial(t, h.addr(), fmt.Sprintf("/ws?user=u%d", i))
+	}
+	eventually(t, 2*time.Second, func() error {
+		if got := openFDs() - base; got != 2*n {
+			return fmt.Errorf("%d descriptors for %d connections and their clients", got, n)
+		}
+		return nil
+	})
+	for i, c := range clients {
+		if i%2 == 0 {
+			h.conn(fmt.Sprintf("u%d", i)).req.Conn.Close(CloseNormal, "bye")
+			c.expectClose(t, CloseNormal)
+		}
+		c.nc.Close()
+	}
+	eventually(t, 3*time.Second, func() error {
+		if got := openFDs() - base; got != 0 {
+			return fmt.Errorf("%d descriptors left", got)
+		}
+		if c := h.s.Conns(); c != 0 {
+			return fmt.Errorf("%d connections left", c)
+		}
+		return nil
+	})
 }
