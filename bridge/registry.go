@@ -22,19 +22,28 @@ type registry struct {
 // regShard is guarded by mu.
 type regShard struct {
 	mu     sync.RWMutex
-	users  map[string]map[*Cursor]struct{}
-	groups map[string]map[*Cursor]struct{}
+	users  map[string]regSet
+	groups map[string]regSet
 	// all holds the cursors whose user hashes to this shard: broadcast and
 	// the cursor ticker walk every shard's all.
 	all map[*Cursor]struct{}
+}
+
+// regSet is the cursors of one user or group. Most users have one
+// connection, so the first cursor is held inline and a map is made only for
+// the others: an idle connection of a user alone costs a map slot, not a map.
+// A set in a registry map always has one != nil.
+type regSet struct {
+	one  *Cursor
+	more map[*Cursor]struct{}
 }
 
 func newRegistry() *registry {
 	r := &registry{seed: maphash.MakeSeed()}
 	for i := range r.shards {
 		s := &r.shards[i]
-		s.users = make(map[string]map[*Cursor]struct{})
-		s.groups = make(map[string]map[*Cursor]struct{})
+		s.users = make(map[string]regSet)
+		s.groups = make(map[string]regSet)
 		s.all = make(map[*Cursor]struct{})
 	}
 	return r
@@ -44,21 +53,45 @@ func (r *registry) shard(name string) *regShard {
 	return &r.shards[maphash.String(r.seed, name)%registryShards]
 }
 
-func addTo(m map[string]map[*Cursor]struct{}, name string, c *Cursor) {
-	set := m[name]
-	if set == nil {
-		set = make(map[*Cursor]struct{})
+func addTo(m map[string]regSet, name string, c *Cursor) {
+	set, ok := m[name]
+	if !ok {
+		m[name] = regSet{one: c}
+		return
+	}
+	if set.one == c {
+		return
+	}
+	if set.more == nil {
+		set.more = make(map[*Cursor]struct{})
 		m[name] = set
 	}
-	set[c] = struct{}{}
+	set.more[c] = struct{}{}
 }
 
-func removeFrom(m map[string]map[*Cursor]struct{}, name string, c *Cursor) {
-	set := m[name]
-	delete(set, c)
-	if len(set) == 0 {
-		delete(m, name)
+func removeFrom(m map[string]regSet, name string, c *Cursor) {
+	set, ok := m[name]
+	if !ok {
+		return
 	}
+	if set.one == c {
+		set.one = nil
+		for o := range set.more {
+			set.one = o
+			delete(set.more, o)
+			break
+		}
+		if set.one == nil {
+			delete(m, name)
+			return
+		}
+	} else {
+		delete(set.more, c)
+	}
+	if len(set.more) == 0 {
+		set.more = nil
+	}
+	m[name] = set
 }
 
 func (r *registry) add(c *Cursor) {
@@ -102,8 +135,11 @@ func (r *registry) wake(kind RecipientKind, name string) {
 	if kind == KindGroup {
 		m = s.groups
 	}
-	for c := range m[name] {
-		c.peer.Wake()
+	if set, ok := m[name]; ok {
+		set.one.peer.Wake()
+		for c := range set.more {
+			c.peer.Wake()
+		}
 	}
 	s.mu.RUnlock()
 }
