@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -300,6 +301,13 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 		if err := ValidateName(g); err != nil {
 			return nil, fmt.Errorf("bridge: group name %s %v", quoteShort(g), err)
 		}
+	}
+	// The names may be slices of the handshake's request (its query): copy
+	// them so the cursor and the registry do not hold the request for the
+	// connection's life.
+	user = strings.Clone(user)
+	for i, g := range gs {
+		gs[i] = strings.Clone(g)
 	}
 
 	c := &Cursor{hub: h, peer: peer, user: user, groups: gs, types: q.Types}
