@@ -19,7 +19,7 @@ type Config struct {
 	// frame (cursor_interval, default 30 s).
 	CursorInterval time.Duration
 	// BackfillPage is the XRANGE page size of resumes older than the window
-	// (backfill_page, default 512 entries).
+	// (backfill_page, default 2048 entries).
 	BackfillPage int
 	// BackfillBytes bounds the shared cache of backfill pages (backfill_cache,
 	// default 16 MiB); see docs/design.md for what pages in use add.
@@ -38,7 +38,7 @@ const (
 	DefaultWindowBytes     = 64 << 20
 	DefaultMaxGroups       = 100
 	DefaultCursorInterval  = 30 * time.Second
-	DefaultBackfillPage    = 512
+	DefaultBackfillPage    = 2048
 	DefaultBackfillBytes   = 16 << 20
 	DefaultBackfillWorkers = 4
 )
