@@ -18,6 +18,7 @@ import (
 	"github.com/notifybridge/notifybridge/bridge"
 	"github.com/notifybridge/notifybridge/config"
 	"github.com/notifybridge/notifybridge/publisher"
+	"github.com/notifybridge/notifybridge/transport/streams"
 )
 
 func printConfig(args []string, stdout, stderr io.Writer) error {
@@ -150,6 +151,65 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	}
 	if res.Failed() {
 		return fmt.Errorf("%d events lost, %d duplicated", res.Lost, res.Duplicated)
+	}
+	return nil
+}
+
+// dead lists and requeues dead letters: `dead list [--count N]`,
+// `dead requeue <dead-letter-id>…`.
+func dead(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "requeue") {
+		return errors.New("usage: notifybridge dead list [--count N] [settings] | notifybridge dead requeue <id>… [settings]")
+	}
+	sub, args := args[0], args[1:]
+	// Ids come first: requeue 1-0 2-0 --redis-url …
+	var ids []string
+	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		ids, args = append(ids, args[0]), args[1:]
+	}
+	var count int64
+	cfg, _, err := config.LoadClient("notifybridge dead "+sub, args, stderr, func(fs *flag.FlagSet) {
+		fs.Int64Var(&count, "count", 20, "dead letters to list, newest first")
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.Embedded() {
+		return errors.New("redis_url is not set: point --redis-url at the bridge's Redis")
+	}
+	rc, err := openRedis(cfg)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dl, err := streams.NewDeadLetter(rc.Client, cfg.Stream, int64(cfg.DeadMaxlen.N))
+	if err != nil {
+		return err
+	}
+	if sub == "list" {
+		if len(ids) > 0 {
+			return fmt.Errorf("dead list takes no arguments, got %q", ids[0])
+		}
+		entries, err := dl.List(ctx, count)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			fmt.Fprintf(stdout, "%s\tid=%s\treason=%q\tfields=%v\n", e.DeadID, e.OrigID, e.Reason, e.Original)
+		}
+		return nil
+	}
+	if len(ids) == 0 {
+		return errors.New("dead requeue: name at least one dead-letter id (the first column of dead list) before the settings")
+	}
+	for _, id := range ids {
+		newID, err := dl.Requeue(ctx, cfg.Stream, id)
+		if err != nil {
+			return fmt.Errorf("requeue %s: %w", id, err)
+		}
+		fmt.Fprintf(stdout, "%s\t-> %s\n", id, newID)
 	}
 	return nil
 }

@@ -23,6 +23,8 @@ Usage:
   notifybridge publish --to user:42 --type alarm --data '{"k":1}' [settings]
   notifybridge bench [scenario flags] load generator and report
   notifybridge config [settings]      print the effective configuration, secrets redacted
+  notifybridge dead list [--count N]  dead letters, newest first, with their reasons
+  notifybridge dead requeue <id>…     append dead letters' original fields to the stream again
   notifybridge version                print the version
   notifybridge healthcheck [settings] exit 0 when admin_listen's /healthz answers (container probes)
 
@@ -52,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = benchpkg.ClientMain(os.Stdin, stdout)
 	case "config":
 		err = printConfig(args, stdout, stderr)
+	case "dead":
+		err = dead(args, stdout, stderr)
 	case "healthcheck":
 		err = healthcheck(args, stderr)
 	case "version":

@@ -9,10 +9,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/notifybridge/notifybridge/config"
+	"github.com/notifybridge/notifybridge/transport/streams"
 )
 
 // prober keeps readiness honest about Redis and polls the consumer group's
-// lag and pending counts for the metrics, once a second.
+// lag and pending counts for the metrics, once a second; once a minute it
+// deletes the groups of retired node ids (group_ttl).
 type prober struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -25,6 +27,7 @@ func startProber(c redis.UniversalClient, ready *readiness, tel *telemetry, cfg 
 		defer p.wg.Done()
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
+		lastExpiry := time.Now()
 		for {
 			select {
 			case <-p.stop:
@@ -65,9 +68,25 @@ func startProber(c redis.UniversalClient, ready *readiness, tel *telemetry, cfg 
 				}
 			}
 			cancel()
+			if err == nil && cfg.GroupTTL.Duration > 0 && time.Since(lastExpiry) >= time.Minute {
+				lastExpiry = time.Now()
+				expireGroups(c, cfg, log)
+			}
 		}
 	}()
 	return p
+}
+
+func expireGroups(c redis.UniversalClient, cfg *config.Config, log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	deleted, err := streams.ExpireGroups(ctx, c, cfg.Stream, "notifybridge-", cfg.Group(), cfg.GroupTTL.Duration)
+	for _, g := range deleted {
+		log.Info("deleted the consumer group of a retired node", zap.String("group", g), zap.Duration("group_ttl", cfg.GroupTTL.Duration))
+	}
+	if err != nil {
+		log.Warn("expiring old consumer groups", zap.Error(err))
+	}
 }
 
 func (p *prober) Close() {

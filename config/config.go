@@ -68,6 +68,7 @@ type Config struct {
 	AckInterval       Duration
 	HandlerRetries    Int
 	RedisRetryBackoff Duration
+	GroupTTL          Duration
 
 	Pprof     Bool
 	Demo      Bool
@@ -166,6 +167,7 @@ func (c *Config) settings() []setting {
 		{"ack_interval", &c.AckInterval, "longest an acknowledged entry waits for its batched XACK", false},
 		{"handler_retries", &c.HandlerRetries, "attempts for an entry whose handling fails before it is dead-lettered", false},
 		{"redis_retry_backoff", &c.RedisRetryBackoff, "longest wait between Redis reconnection attempts", false},
+		{"group_ttl", &c.GroupTTL, "delete other nodes' notifybridge-* groups whose consumers were all idle this long (0: never)", false},
 		{"pprof", &c.Pprof, "serve /debug/pprof/ on admin_listen", false},
 		{"demo", &c.Demo, "serve the demo page at /demo (needs auth=none; default on only with the embedded Redis)", false},
 		{"log_level", (*stringValue)(&c.LogLevel), "debug, info, warn or error", false},
@@ -303,6 +305,7 @@ func (c *Config) Validate() error {
 	}{
 		{"max_connections_per_ip", int64(c.MaxConnectionsPerIP.N)}, {"workers", int64(c.Workers.N)},
 		{"shutdown_delay", int64(c.ShutdownDelay.Duration)}, {"jwt_leeway", int64(c.JWTLeeway.Duration)},
+		{"group_ttl", int64(c.GroupTTL.Duration)},
 	}
 	for _, p := range nonNegative {
 		if !failed(p.name) && p.n < 0 {
