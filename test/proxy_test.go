@@ -26,7 +26,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/gobwas/ws/wsutil"
 
 	"github.com/notifybridge/notifybridge/config"
 	"github.com/notifybridge/notifybridge/internal/e2e"
@@ -346,35 +345,11 @@ func idleThroughNginx(t *testing.T, ping time.Duration, timeout string, idle tim
 		"proxy_send_timeout 120s;", "proxy_send_timeout "+timeout+";")
 	c := e2e.Dial(t, p.Public, "user=42", p.origin())
 	c.WaitControl("caught_up", 5*time.Second)
-	// The harness client records frames but does not answer the bridge's
-	// pings; a browser does, once per ping_interval. Stand in for that with
-	// a pong every ping_interval (RFC 6455 §5.5.3 allows unsolicited pongs).
-	stop := make(chan struct{})
-	pongs := make(chan error, 1)
-	go func() {
-		tk := time.NewTicker(ping)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				pongs <- nil
-				return
-			case <-tk.C:
-				if err := wsutil.WriteClientMessage(c.Conn(), ws.OpPong, nil); err != nil {
-					pongs <- err
-					return
-				}
-			}
-		}
-	}()
+	// The harness client answers the bridge's pings as a browser does.
 	select {
 	case <-c.Done():
-		closed = true
-	case <-time.After(idle):
-	}
-	close(stop)
-	if err := <-pongs; err != nil || closed {
 		return true
+	case <-time.After(idle):
 	}
 	id := xadd(t, rdb, "notifications", "to", "user:42", "data", `1`)
 	c.WaitEvents([]string{id}, 5*time.Second)

@@ -257,6 +257,7 @@ type Client struct {
 	closed error // set when the reader stops
 	code   ws.StatusCode
 	done   chan struct{}
+	wmu    sync.Mutex // serializes the reader's pongs
 }
 
 // Dial connects to n's /ws with the raw query (e.g. "user=1&groups=a").
@@ -309,6 +310,12 @@ func (c *Client) read(r io.Reader) {
 				c.mu.Lock()
 				c.frames = append(c.frames, f)
 				c.mu.Unlock()
+			case ws.OpPing:
+				// Answer like a browser does, so an idle harness client is
+				// not closed as a dead peer after two ping intervals.
+				c.wmu.Lock()
+				_ = wsutil.WriteClientMessage(c.conn, ws.OpPong, m.Payload)
+				c.wmu.Unlock()
 			case ws.OpClose:
 				code, _ := ws.ParseCloseFrameData(m.Payload)
 				c.mu.Lock()
