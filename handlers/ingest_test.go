@@ -16,6 +16,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/notifybridge/notifybridge/bridge"
 	"github.com/notifybridge/notifybridge/internal/redistest"
+	"github.com/notifybridge/notifybridge/internal/testwait"
 	"github.com/notifybridge/notifybridge/transport/streams"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
@@ -24,26 +25,13 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// waitFor and ctxT are the shared bounded waits (internal/testwait).
 func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, timeout, "condition", cond)
 }
 
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t testing.TB) context.Context { return testwait.Context(t) }
 
 // window records appended events like the core: false for an id it holds.
 type window struct {

@@ -30,6 +30,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 
 	"github.com/notifybridge/notifybridge/internal/redistest"
+	"github.com/notifybridge/notifybridge/internal/testwait"
 )
 
 // Binary is the notifybridge executable under test, set by Main.
@@ -66,17 +67,7 @@ func Main(m *testing.M, modRoot string) {
 // with the last error (never a bare sleep).
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, timeout, what, cond)
 }
 
 // SyncBuffer collects a process's output for assertions and failure reports.
