@@ -42,37 +42,68 @@ const (
 // concurrent with itself) and, before the first Pull can run, by Accept under
 // window.mu; list contents they index are guarded by window.mu.
 type Cursor struct {
-	hub    *Hub
-	peer   Peer
-	user   string
-	groups []string // sorted, unique
-	types  TypeFilter
-	lists  []*plist // user, groups, broadcast; referenced until Closed; immutable
+	hub   *Hub
+	peer  Peer
+	types *TypeFilter // nil: every type
+	// lists are the recipient lists it reads: its user's first, then its
+	// groups' (sorted), broadcast last. The lists are fixed at Accept and
+	// referenced until Closed; their next indexes are owned by the drainer.
+	// The names come from the lists, so a connection holds no copy of them.
+	lists []listCursor
+	// replay is set only while the cursor reads Redis pages or owes a gap
+	// frame: most connections never need it, so it lives outside the struct.
+	replay *replayState
 
 	// Owned by the drainer.
-	mode         cursorMode
-	pos          ID       // every event with an id <= pos was examined, and sent if due
-	next         []uint64 // per list, absolute index of the first entry not examined
-	catchUpAt    ID       // this node's head at connect
+	pos          ID // every event with an id <= pos was examined, and sent if due
+	catchUpAt    ID // this node's head at connect
 	caughtUpLast ID
+	lastReported ID // newest id a frame sent carried
+	mode         cursorMode
 	caughtUp     bool
-	gapFrame     []byte
-	skipBelow    ID // after a gap: ids older than the gap's oldest are not sent
-	// evictedUpTo is set when a cursor with a types filter fell behind: it
-	// replays from Redis, and a due event at or before this id means it
-	// missed one in the window (1013). Zero otherwise.
-	evictedUpTo  ID
-	page         *page
-	pageAt       int
-	lastReported ID    // newest id a frame sent carried
 	lagTick      uint8 // counts live pulls, for sampling Hooks.Lag
 
 	// Shared with the ticker.
 	wantCursor atomic.Bool
+	closed     atomic.Bool
 	reported   atomic.Uint64 // Hub.appends when the client last learned pos
 	quietSince atomic.Int64  // unix nanoseconds of the last frame
+}
 
-	closed atomic.Bool
+// listCursor is the cursor's place in one recipient list.
+type listCursor struct {
+	l    *plist
+	next uint64 // absolute index of the first entry not examined
+}
+
+// replayState is what a cursor needs while it replays from Redis or after a
+// gap. Owned by the drainer, like the cursor's position.
+type replayState struct {
+	gapFrame  []byte
+	skipBelow ID // after a gap: ids older than the gap's oldest are not sent
+	// evictedUpTo is set when a cursor with a types filter fell behind: it
+	// replays from Redis, and a due event at or before this id means it
+	// missed one in the window (1013). Zero otherwise.
+	evictedUpTo ID
+	page        *page
+	pageAt      int
+}
+
+// userID is the connection's user.
+func (c *Cursor) userID() string { return c.lists[0].l.name }
+
+// groupLists are the lists of the connection's groups, in name order.
+func (c *Cursor) groupLists() []listCursor { return c.lists[1 : len(c.lists)-1] }
+
+// wants reports whether the connection's types filter passes typ.
+func (c *Cursor) wants(typ string) bool { return c.types == nil || c.types.Match(typ) }
+
+// replaying returns the replay state, making it when absent.
+func (c *Cursor) replaying() *replayState {
+	if c.replay == nil {
+		c.replay = &replayState{}
+	}
+	return c.replay
 }
 
 // Pull appends the frames ready for the connection: a gap frame first when
@@ -86,10 +117,10 @@ func (c *Cursor) Pull(bufs [][]byte, maxBytes int) [][]byte {
 		return bufs
 	}
 	start, size := len(bufs), 0
-	if c.gapFrame != nil {
-		bufs = append(bufs, c.gapFrame)
-		size += len(c.gapFrame)
-		c.gapFrame = nil
+	if r := c.replay; r != nil && r.gapFrame != nil {
+		bufs = append(bufs, r.gapFrame)
+		size += len(r.gapFrame)
+		r.gapFrame = nil
 	}
 	w := c.hub.w
 replay:
@@ -98,10 +129,11 @@ replay:
 		if size >= maxBytes && len(bufs) > start {
 			return c.finish(bufs, start)
 		}
-		p := c.page
+		r := c.replaying()
+		p := r.page
 		if p == nil {
 			p = c.hub.bf.request(c, c.pos)
-			c.page, c.pageAt = p, 0
+			r.page, r.pageAt = p, 0
 		}
 		if !p.ready.Load() {
 			return c.finish(bufs, start)
@@ -111,7 +143,7 @@ replay:
 			return c.finish(bufs, start)
 		}
 		if !p.last.IsZero() && !p.covers(c.pos) {
-			c.page = nil // joined a read that ended before pos
+			r.page = nil // joined a read that ended before pos
 			continue
 		}
 		w.mu.RLock()
@@ -123,7 +155,7 @@ replay:
 			return c.finish(bufs, start)
 		case actNextPage:
 			w.mu.RUnlock()
-			c.page = nil
+			r.page = nil
 		case actLost:
 			w.mu.RUnlock()
 			c.fail(causeTrimmed, reasonTrimmed)
@@ -137,23 +169,25 @@ replay:
 	if !locked {
 		w.mu.RLock()
 	}
-	for i, l := range c.lists {
-		if c.next[i] >= l.base {
+	for i := range c.lists {
+		lc := &c.lists[i]
+		if lc.next >= lc.l.base {
 			continue
 		}
-		if !c.pos.Less(l.evicted) {
-			c.next[i] = l.base // what left was not newer than pos
+		if !c.pos.Less(lc.l.evicted) {
+			lc.next = lc.l.base // what left was not newer than pos
 			continue
 		}
-		if c.types.All() {
+		if c.types == nil {
 			w.mu.RUnlock()
 			c.fail(causeEvicted, reasonEvicted)
 			return c.finish(bufs, start)
 		}
 		// Whether what left was of a type this connection wants is unknown:
 		// read it back from Redis, and close only if it was.
-		c.evictedUpTo = w.complete
-		c.mode, c.page = modeBackfill, nil
+		c.replaying().evictedUpTo = w.complete
+		c.replay.page = nil
+		c.mode = modeBackfill
 		w.mu.RUnlock()
 		goto replay
 	}
@@ -164,9 +198,9 @@ replay:
 		// Merge the lists: the smallest next id; an event in several lists
 		// (user and group, or named twice) is the same *Event, advanced once.
 		var ev *Event
-		for i, l := range c.lists {
-			if c.next[i] < l.end() {
-				if e := w.eventLocked(l.at(c.next[i])); ev == nil || e.ID.Less(ev.ID) {
+		for _, lc := range c.lists {
+			if lc.next < lc.l.end() {
+				if e := w.eventLocked(lc.l.at(lc.next)); ev == nil || e.ID.Less(ev.ID) {
 					ev = e
 				}
 			}
@@ -178,9 +212,10 @@ replay:
 		if size >= maxBytes && len(bufs) > start {
 			break
 		}
-		for i, l := range c.lists {
-			if c.next[i] < l.end() && w.eventLocked(l.at(c.next[i])) == ev {
-				c.next[i]++
+		for i := range c.lists {
+			lc := &c.lists[i]
+			if lc.next < lc.l.end() && w.eventLocked(lc.l.at(lc.next)) == ev {
+				lc.next++
 			}
 		}
 		if !c.pos.Less(ev.ID) {
@@ -234,12 +269,13 @@ const (
 // (its complete id is at or past pos, or the page reached an id the window
 // holds). Called with window.mu read-locked.
 func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int, start, maxBytes int) pageAction {
+	r := c.replay
 	complete := w.complete
 	need := c.pos.Next()
-	if need.Less(c.skipBelow) {
-		need = c.skipBelow
+	if need.Less(r.skipBelow) {
+		need = r.skipBelow
 	}
-	if c.pageAt == 0 && !p.deleted.Less(need) && !complete.Less(need) {
+	if r.pageAt == 0 && !p.deleted.Less(need) && !complete.Less(need) {
 		// Entries the cursor needs may have been trimmed before the page was
 		// read, and the window does not hold them: say so by closing rather
 		// than skip them silently; the resume then gets a gap frame.
@@ -247,8 +283,8 @@ func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int
 	}
 	// Start after pos, and stop before the first event the window holds
 	// (binary searches: the page is in id order).
-	from := max(c.pageAt, pageSearch(p.events, c.pos))
-	c.pageAt = from
+	from := max(r.pageAt, pageSearch(p.events, c.pos))
+	r.pageAt = from
 	cut := pageSearch(p.events, complete)
 	if cut < from {
 		cut = from
@@ -256,12 +292,12 @@ func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int
 	// The cursor's own lists in the page: its user, its groups, broadcast.
 	var buf [8][]int32
 	lists := buf[:0]
-	if l := p.users[c.user]; len(l) > 0 {
+	if l := p.users[c.userID()]; len(l) > 0 {
 		lists = append(lists, l)
 	}
 	if len(p.groups) > 0 {
-		for _, g := range c.groups {
-			if l := p.groups[g]; len(l) > 0 {
+		for _, g := range c.groupLists() {
+			if l := p.groups[g.l.name]; len(l) > 0 {
 				lists = append(lists, l)
 			}
 		}
@@ -284,7 +320,7 @@ func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int
 		}
 		if j > from {
 			// Nothing between is addressed to the cursor: examined.
-			c.pos, c.pageAt, from = p.events[j-1].ID, j, j
+			c.pos, r.pageAt, from = p.events[j-1].ID, j, j
 		}
 		if j == cut {
 			break
@@ -298,12 +334,12 @@ func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int
 			}
 		}
 		e := p.events[j]
-		c.pageAt, from = j+1, j+1
-		if e.ID.Less(c.skipBelow) {
+		r.pageAt, from = j+1, j+1
+		if e.ID.Less(r.skipBelow) {
 			c.pos = e.ID
 			continue
 		}
-		if !c.evictedUpTo.Less(e.ID) && c.types.Match(e.Type) {
+		if !r.evictedUpTo.Less(e.ID) && c.wants(e.Type) {
 			return actEvicted
 		}
 		*bufs = c.deliver(*bufs, e, size)
@@ -338,7 +374,9 @@ func (c *Cursor) switchLocked(w *window) pageAction {
 	if c.pos.Less(w.complete) {
 		c.pos = w.complete
 	}
-	c.mode, c.page, c.evictedUpTo = modeWindow, nil, ID{}
+	// The gap frame, if any, went out with the first pull, and the window
+	// holds everything after pos: the replay state is no longer needed.
+	c.mode, c.replay = modeWindow, nil
 	c.placeLocked(w)
 	return actSwitched
 }
@@ -346,8 +384,8 @@ func (c *Cursor) switchLocked(w *window) pageAction {
 // placeLocked points every list at its first event after pos. Called with
 // window.mu held; from then on an eviction past next is a missed event.
 func (c *Cursor) placeLocked(w *window) {
-	for i, l := range c.lists {
-		c.next[i] = w.searchLocked(l, c.pos)
+	for i := range c.lists {
+		c.lists[i].next = w.searchLocked(c.lists[i].l, c.pos)
 	}
 }
 
@@ -358,7 +396,7 @@ func (c *Cursor) deliver(bufs [][]byte, ev *Event, size *int) [][]byte {
 		bufs = c.appendCaughtUp(bufs, size)
 	}
 	c.pos = ev.ID
-	if c.types.Match(ev.Type) {
+	if c.wants(ev.Type) {
 		bufs = append(bufs, ev.Frame)
 		*size += len(ev.Frame)
 		c.lastReported = ev.ID
@@ -443,7 +481,7 @@ func (c *Cursor) finish(bufs [][]byte, start int) [][]byte {
 func (c *Cursor) fail(cause, reason string) {
 	c.mode = modeDone
 	c.hub.hooks.SlowClosed(cause)
-	c.hub.logger.Debug("closing connection", zap.String("user", c.user),
+	c.hub.logger.Debug("closing connection", zap.String("user", c.userID()),
 		zap.String("cause", cause), zap.Stringer("pos", c.pos))
 	c.peer.Close(CloseTryAgainLater, reason)
 }
@@ -464,7 +502,8 @@ func (c *Cursor) unregister() {
 	h.bf.forget(c)
 	w := h.w
 	w.mu.Lock()
-	for _, l := range c.lists {
+	for _, lc := range c.lists {
+		l := lc.l
 		l.refs--
 		if l.refs == 0 && l.len() == 0 && l.kind != KindBroadcast {
 			w.dropListLocked(l)

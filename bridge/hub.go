@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -302,32 +301,30 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 			return nil, fmt.Errorf("bridge: group name %s %v", quoteShort(g), err)
 		}
 	}
-	// The names may be slices of the handshake's request (its query): copy
-	// them so the cursor and the registry do not hold the request for the
-	// connection's life.
-	user = strings.Clone(user)
-	for i, g := range gs {
-		gs[i] = strings.Clone(g)
+
+	c := &Cursor{hub: h, peer: peer}
+	if !q.Types.All() {
+		types := q.Types
+		c.types = &types
 	}
-
-	c := &Cursor{hub: h, peer: peer, user: user, groups: gs, types: q.Types}
 	c.quietSince.Store(time.Now().UnixNano())
-	// Register for wakes before placing the cursor, so an event appended in
-	// between wakes it rather than slipping by.
-	h.reg.add(c)
-
 	w := h.w
 	w.mu.Lock()
-	c.lists = make([]*plist, 0, len(gs)+2)
-	c.lists = append(c.lists, w.listLocked(KindUser, user, true))
+	// The lists keep their own copies of the names (the given ones may be
+	// slices of the handshake's request); the cursor and the registry use
+	// those, so the connection holds no other copy.
+	c.lists = make([]listCursor, 0, len(gs)+2)
+	c.lists = append(c.lists, listCursor{l: w.listLocked(KindUser, user, true)})
 	for _, g := range gs {
-		c.lists = append(c.lists, w.listLocked(KindGroup, g, true))
+		c.lists = append(c.lists, listCursor{l: w.listLocked(KindGroup, g, true)})
 	}
-	c.lists = append(c.lists, w.all)
-	for _, l := range c.lists {
-		l.refs++
+	c.lists = append(c.lists, listCursor{l: w.all})
+	for _, lc := range c.lists {
+		lc.l.refs++
 	}
-	c.next = make([]uint64, len(c.lists))
+	// Registered for wakes before the lock is released: an event appended
+	// after this placement wakes it, one appended before is placed below.
+	h.reg.add(c)
 	head, complete := w.head, w.complete
 	oldest, held := w.oldestLocked()
 	switch q.Mode {
@@ -428,8 +425,9 @@ func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, complete, windowOldes
 	if q.Mode == ResumeSince {
 		requested = ID{Ms: q.SinceMs}
 	}
-	c.gapFrame = controlFrame("gap", "requested", requested, "oldest", oldest)
-	c.skipBelow = skip
+	r := c.replaying()
+	r.gapFrame = controlFrame("gap", "requested", requested, "oldest", oldest)
+	r.skipBelow = skip
 	c.hub.hooks.Gap()
 }
 

@@ -80,7 +80,7 @@ func TestTargeting(t *testing.T) {
 		{al, []*Event{e3, e5}},
 	} {
 		if got := tt.c.ids(); !slices.Equal(got, idsOf(tt.want...)) {
-			t.Errorf("%s: got %v, want %v", tt.c.c.user, got, idsOf(tt.want...))
+			t.Errorf("%s: got %v, want %v", tt.c.c.userID(), got, idsOf(tt.want...))
 		}
 	}
 	// Frames are the event's shared bytes, byte for byte.

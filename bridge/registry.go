@@ -95,29 +95,31 @@ func removeFrom(m map[string]regSet, name string, c *Cursor) {
 }
 
 func (r *registry) add(c *Cursor) {
-	s := r.shard(c.user)
+	user := c.userID()
+	s := r.shard(user)
 	s.mu.Lock()
-	addTo(s.users, c.user, c)
+	addTo(s.users, user, c)
 	s.all[c] = struct{}{}
 	s.mu.Unlock()
-	for _, g := range c.groups {
-		s := r.shard(g)
+	for _, g := range c.groupLists() {
+		s := r.shard(g.l.name)
 		s.mu.Lock()
-		addTo(s.groups, g, c)
+		addTo(s.groups, g.l.name, c)
 		s.mu.Unlock()
 	}
 }
 
 func (r *registry) remove(c *Cursor) {
-	s := r.shard(c.user)
+	user := c.userID()
+	s := r.shard(user)
 	s.mu.Lock()
-	removeFrom(s.users, c.user, c)
+	removeFrom(s.users, user, c)
 	delete(s.all, c)
 	s.mu.Unlock()
-	for _, g := range c.groups {
-		s := r.shard(g)
+	for _, g := range c.groupLists() {
+		s := r.shard(g.l.name)
 		s.mu.Lock()
-		removeFrom(s.groups, g, c)
+		removeFrom(s.groups, g.l.name, c)
 		s.mu.Unlock()
 	}
 }

@@ -165,6 +165,9 @@ func (f *TypeFilter) add(item string) error {
 	if err := ValidateType(prefix); err != nil {
 		return errors.New("pattern " + quoteShort(item) + " " + err.Error() + " (a * only as the last character)")
 	}
+	// A copy: the item may be a slice of the request, which a connection's
+	// filter must not keep alive.
+	prefix = strings.Clone(prefix)
 	if star {
 		f.prefixes = append(f.prefixes, prefix)
 	} else {

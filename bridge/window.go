@@ -28,12 +28,12 @@ type plist struct {
 	slots []uint64 // absolute log positions, oldest first; live from off
 	off   int
 	base  uint64 // absolute index of slots[off]
-	refs  int    // cursors reading this list; a referenced list is never deleted
 	// evicted is the id of the newest event evicted from this list: a cursor
 	// whose next index is below base lost an event only if its pos is older.
 	evicted ID
-	kind    RecipientKind
 	name    string
+	refs    int32 // cursors reading this list; a referenced list is never deleted
+	kind    RecipientKind
 }
 
 func (l *plist) len() int           { return len(l.slots) - l.off }
