@@ -25,8 +25,11 @@ type poller struct {
 	epfd int
 	evfd int // eventfd that wakes the loop for shutdown
 
-	mu    sync.RWMutex
-	conns map[int32]*Conn // by fd; guarded by mu
+	mu sync.RWMutex
+	// conns is indexed by descriptor: fds are small dense ints (bounded by
+	// the process's open-file limit), so a slice costs one pointer per fd
+	// and no map buckets per connection. Guarded by mu.
+	conns []*Conn
 }
 
 const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLOUT | unix.EPOLLET
@@ -47,23 +50,41 @@ func newPoller() (*poller, error) {
 		unix.Close(evfd)
 		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
 	}
-	return &poller{epfd: epfd, evfd: evfd, conns: make(map[int32]*Conn)}, nil
+	return &poller{epfd: epfd, evfd: evfd}, nil
 }
 
-// add registers c. The map entry goes in before epoll_ctl so the first edge
+// add registers c. The slot is filled before epoll_ctl so the first edge
 // finds it.
 func (p *poller) add(c *Conn) error {
 	p.mu.Lock()
+	if i := int(c.fd); i >= len(p.conns) {
+		// Growing by half keeps it amortized with little slack; the slice
+		// never shrinks, which costs one pointer per descriptor number the
+		// process ever used.
+		grown := make([]*Conn, max(i+1, len(p.conns)+len(p.conns)/2, 64))
+		copy(grown, p.conns)
+		p.conns = grown
+	}
 	p.conns[c.fd] = c
 	p.mu.Unlock()
 	ev := unix.EpollEvent{Events: pollEvents, Fd: c.fd}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(c.fd), &ev); err != nil {
 		p.mu.Lock()
-		delete(p.conns, c.fd)
+		if p.conns[c.fd] == c {
+			p.conns[c.fd] = nil
+		}
 		p.mu.Unlock()
 		return fmt.Errorf("epoll_ctl add: %w", err)
 	}
 	return nil
+}
+
+// get returns the connection registered for fd, or nil; mu is held.
+func (p *poller) get(fd int32) *Conn {
+	if fd < 0 || int(fd) >= len(p.conns) {
+		return nil
+	}
+	return p.conns[fd]
 }
 
 // remove unregisters c before its descriptor is closed. An event for the fd
@@ -73,8 +94,8 @@ func (p *poller) add(c *Conn) error {
 func (p *poller) remove(c *Conn) {
 	_ = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, int(c.fd), nil)
 	p.mu.Lock()
-	if p.conns[c.fd] == c {
-		delete(p.conns, c.fd)
+	if p.get(c.fd) == c {
+		p.conns[c.fd] = nil
 	}
 	p.mu.Unlock()
 }
@@ -82,9 +103,11 @@ func (p *poller) remove(c *Conn) {
 func (p *poller) snapshot() []*Conn {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	out := make([]*Conn, 0, len(p.conns))
+	var out []*Conn
 	for _, c := range p.conns {
-		out = append(out, c)
+		if c != nil {
+			out = append(out, c)
+		}
 	}
 	return out
 }
@@ -113,7 +136,7 @@ func (p *poller) run() {
 				p.mu.RUnlock()
 				return
 			}
-			c := p.conns[ev.Fd]
+			c := p.get(ev.Fd)
 			if c == nil {
 				continue
 			}
