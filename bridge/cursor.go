@@ -50,14 +50,12 @@ type Cursor struct {
 	// referenced until Closed; their next indexes are owned by the drainer.
 	// The names come from the lists, so a connection holds no copy of them.
 	lists []listCursor
-	// replay is set only while the cursor reads Redis pages or owes a gap
-	// frame: most connections never need it, so it lives outside the struct.
-	replay *replayState
+	// resume is what the cursor needs until it has caught up and reads the
+	// window: an idle connection does not carry it.
+	resume *resumeState
 
 	// Owned by the drainer.
 	pos          ID // every event with an id <= pos was examined, and sent if due
-	catchUpAt    ID // this node's head at connect
-	caughtUpLast ID
 	lastReported ID // newest id a frame sent carried
 	mode         cursorMode
 	caughtUp     bool
@@ -76,11 +74,14 @@ type listCursor struct {
 	next uint64 // absolute index of the first entry not examined
 }
 
-// replayState is what a cursor needs while it replays from Redis or after a
-// gap. Owned by the drainer, like the cursor's position.
-type replayState struct {
-	gapFrame  []byte
-	skipBelow ID // after a gap: ids older than the gap's oldest are not sent
+// resumeState is what a cursor needs from Accept until it has caught up and
+// reads the window, and again if it falls behind into a replay from Redis.
+// Owned by the drainer, like the cursor's position.
+type resumeState struct {
+	catchUpAt    ID // this node's head at connect
+	caughtUpLast ID // what caught_up names: the head, or the client's own id beyond it
+	gapFrame     []byte
+	skipBelow    ID // after a gap: ids older than the gap's oldest are not sent
 	// evictedUpTo is set when a cursor with a types filter fell behind: it
 	// replays from Redis, and a due event at or before this id means it
 	// missed one in the window (1013). Zero otherwise.
@@ -98,12 +99,13 @@ func (c *Cursor) groupLists() []listCursor { return c.lists[1 : len(c.lists)-1] 
 // wants reports whether the connection's types filter passes typ.
 func (c *Cursor) wants(typ string) bool { return c.types == nil || c.types.Match(typ) }
 
-// replaying returns the replay state, making it when absent.
-func (c *Cursor) replaying() *replayState {
-	if c.replay == nil {
-		c.replay = &replayState{}
+// resuming returns the resume state, making it when absent (a caught-up
+// cursor that fell behind and replays from Redis).
+func (c *Cursor) resuming() *resumeState {
+	if c.resume == nil {
+		c.resume = &resumeState{}
 	}
-	return c.replay
+	return c.resume
 }
 
 // Pull appends the frames ready for the connection: a gap frame first when
@@ -117,7 +119,7 @@ func (c *Cursor) Pull(bufs [][]byte, maxBytes int) [][]byte {
 		return bufs
 	}
 	start, size := len(bufs), 0
-	if r := c.replay; r != nil && r.gapFrame != nil {
+	if r := c.resume; r != nil && r.gapFrame != nil {
 		bufs = append(bufs, r.gapFrame)
 		size += len(r.gapFrame)
 		r.gapFrame = nil
@@ -129,7 +131,7 @@ replay:
 		if size >= maxBytes && len(bufs) > start {
 			return c.finish(bufs, start)
 		}
-		r := c.replaying()
+		r := c.resuming()
 		p := r.page
 		if p == nil {
 			p = c.hub.bf.request(c, c.pos)
@@ -185,8 +187,8 @@ replay:
 		}
 		// Whether what left was of a type this connection wants is unknown:
 		// read it back from Redis, and close only if it was.
-		c.replaying().evictedUpTo = w.complete
-		c.replay.page = nil
+		c.resuming().evictedUpTo = w.complete
+		c.resume.page = nil
 		c.mode = modeBackfill
 		w.mu.RUnlock()
 		goto replay
@@ -233,6 +235,9 @@ replay:
 		}
 	}
 	w.mu.RUnlock()
+	if c.caughtUp {
+		c.resume = nil // what an idle connection keeps is only the cursor
+	}
 
 	if wasCaughtUp && len(bufs) > liveFrom {
 		// Reading the clock costs more than the rest of a pull: sample.
@@ -269,7 +274,7 @@ const (
 // (its complete id is at or past pos, or the page reached an id the window
 // holds). Called with window.mu read-locked.
 func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int, start, maxBytes int) pageAction {
-	r := c.replay
+	r := c.resume
 	complete := w.complete
 	need := c.pos.Next()
 	if need.Less(r.skipBelow) {
@@ -374,9 +379,8 @@ func (c *Cursor) switchLocked(w *window) pageAction {
 	if c.pos.Less(w.complete) {
 		c.pos = w.complete
 	}
-	// The gap frame, if any, went out with the first pull, and the window
-	// holds everything after pos: the replay state is no longer needed.
-	c.mode, c.replay = modeWindow, nil
+	r := c.resume
+	c.mode, r.page, r.pageAt, r.evictedUpTo = modeWindow, nil, 0, ID{}
 	c.placeLocked(w)
 	return actSwitched
 }
@@ -392,7 +396,7 @@ func (c *Cursor) placeLocked(w *window) {
 // deliver advances pos to ev and sends it when its type passes, preceded by
 // caught_up when ev is the first event after the head at connect.
 func (c *Cursor) deliver(bufs [][]byte, ev *Event, size *int) [][]byte {
-	if !c.caughtUp && c.catchUpAt.Less(ev.ID) {
+	if !c.caughtUp && c.resume.catchUpAt.Less(ev.ID) {
 		bufs = c.appendCaughtUp(bufs, size)
 	}
 	c.pos = ev.ID
@@ -405,10 +409,11 @@ func (c *Cursor) deliver(bufs [][]byte, ev *Event, size *int) [][]byte {
 }
 
 func (c *Cursor) appendCaughtUp(bufs [][]byte, size *int) [][]byte {
-	f := controlFrame1("caught_up", "last", c.caughtUpLast)
+	last := c.resume.caughtUpLast
+	f := controlFrame1("caught_up", "last", last)
 	c.caughtUp = true
-	if c.lastReported.Less(c.caughtUpLast) {
-		c.lastReported = c.caughtUpLast
+	if c.lastReported.Less(last) {
+		c.lastReported = last
 	}
 	*size += len(f)
 	return append(bufs, f)

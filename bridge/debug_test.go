@@ -4,7 +4,7 @@ import "fmt"
 
 func (c *Cursor) debugString() string {
 	s := fmt.Sprintf("mode=%d pos=%s caught=%v", c.mode, c.pos, c.caughtUp)
-	if r := c.replay; r != nil && r.page != nil {
+	if r := c.resume; r != nil && r.page != nil {
 		s += fmt.Sprintf(" page from=%s last=%s ready=%v n=%d at=%d deleted=%s", r.page.from, r.page.last, r.page.ready.Load(), len(r.page.events), r.pageAt, r.page.deleted)
 	}
 	c.hub.w.mu.RLock()

@@ -267,7 +267,7 @@ func tryAccept(h *Hub, user string, groups []string, query string, header string
 // (after an empty Pull, a backfilling cursor keeps its page only then). The
 // page may be ready by now; its wake is then already in wakeCh.
 func (tc *tconn) pending() bool {
-	return tc.c.mode == modeBackfill && tc.c.replay != nil && tc.c.replay.page != nil
+	return tc.c.mode == modeBackfill && tc.c.resume != nil && tc.c.resume.page != nil
 }
 
 // pull calls Pull once and records the frames.

@@ -335,9 +335,9 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 	case ResumeSince:
 		c.pos = prevID(ID{Ms: q.SinceMs})
 	}
-	c.catchUpAt, c.caughtUpLast = head, head
+	c.resume = &resumeState{catchUpAt: head, caughtUpLast: head}
 	if q.Mode == ResumeAfterID && head.Less(q.ID) {
-		c.caughtUpLast = q.ID
+		c.resume.caughtUpLast = q.ID
 	}
 	inWindow := !c.pos.Less(complete)
 	if inWindow {
@@ -425,7 +425,7 @@ func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, complete, windowOldes
 	if q.Mode == ResumeSince {
 		requested = ID{Ms: q.SinceMs}
 	}
-	r := c.replaying()
+	r := c.resume
 	r.gapFrame = controlFrame("gap", "requested", requested, "oldest", oldest)
 	r.skipBelow = skip
 	c.hub.hooks.Gap()

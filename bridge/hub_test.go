@@ -774,7 +774,7 @@ func resumeLoop(t *testing.T, h *Hub, w int, histMu *sync.Mutex, hist *[]*Event)
 		if err != nil {
 			return err
 		}
-		head := c.c.catchUpAt
+		head := c.c.resume.catchUpAt
 		deadline := time.Now().Add(5 * time.Second)
 		for len(c.controls("caught_up")) == 0 && c.peer.closeCode() == 0 && time.Now().Before(deadline) {
 			if c.pull(t, 4096) == 0 {
