@@ -36,7 +36,7 @@ const (
 // Cursor is one connection's place in the stream. It implements the pool's
 // Source: the drainer calls Pull for ready frames, Closed when the connection
 // is gone. There is no frame queue; an idle connection costs this struct, one
-// slot per recipient list and its registry entries.
+// slot per recipient list and its place in their sets of readers.
 //
 // The fields below "owned by the drainer" are touched only by Pull (never
 // concurrent with itself) and, before the first Pull can run, by Accept under
@@ -60,6 +60,8 @@ type Cursor struct {
 	mode         cursorMode
 	caughtUp     bool
 	lagTick      uint8 // counts live pulls, for sampling Hooks.Lag
+
+	slot int32 // index in window.cursors; guarded by window.mu
 
 	// Shared with the ticker.
 	wantCursor atomic.Bool
@@ -503,18 +505,11 @@ func (c *Cursor) Closed() {
 
 func (c *Cursor) unregister() {
 	h := c.hub
-	h.reg.remove(c)
-	h.bf.forget(c)
 	w := h.w
 	w.mu.Lock()
-	for _, lc := range c.lists {
-		l := lc.l
-		l.refs--
-		if l.refs == 0 && l.len() == 0 && l.kind != KindBroadcast {
-			w.dropListLocked(l)
-		}
-	}
+	c.unregisterLocked(w)
 	w.mu.Unlock()
+	h.bf.forget(c)
 }
 
 // controlFrame1 builds {"control":kind,key:"id"} as a text frame.

@@ -22,16 +22,16 @@ const storeTimeout = 5 * time.Second
 // closeTimeout bounds how long Close waits for the Hub's goroutines.
 const closeTimeout = 10 * time.Second
 
-// Hub is one node's delivery core: the replay window, the recipient registry,
+// Hub is one node's delivery core: the replay window and its recipient index,
 // the connections' cursors, the shared backfill reader and the cursor ticker.
 // Every method is safe for concurrent use.
 //
 // Lock order (docs/design.md): a cursor's own state belongs to its drainer
-// (Pull) and takes no lock. window.mu is taken alone by Append, Pull, Accept
-// and Closed, never while another lock is held and never around another lock.
-// Registry shard locks and backfill.mu are leaves; Peer.Wake, which never
-// blocks, is called under them. No lock is held across a Store call, logging
-// or network I/O.
+// (Pull) and takes no lock. window.mu is taken alone by Append, Pull, Accept,
+// Closed and the ticker, never while another lock is held and never around
+// another lock. backfill.mu is a leaf. Peer.Wake, which never blocks, is
+// called under window.mu (read) and backfill.mu. No lock is held across a
+// Store call, logging or network I/O.
 type Hub struct {
 	cfg    Config
 	store  Store
@@ -39,7 +39,6 @@ type Hub struct {
 	logger *zap.Logger
 
 	w    *window
-	reg  *registry
 	bf   *backfill
 	info infoFlight
 
@@ -74,7 +73,6 @@ func NewHub(cfg Config, store Store) (*Hub, error) {
 		hooks:  cfg.Hooks,
 		logger: cfg.Logger,
 		w:      newWindow(cfg.WindowBytes),
-		reg:    newRegistry(),
 		bf:     newBackfill(store, cfg.BackfillPage, cfg.BackfillBytes, cfg.Hooks, cfg.Logger),
 		ctx:    ctx,
 		cancel: cancel,
@@ -268,7 +266,9 @@ func (h *Hub) Append(ev *Event) bool {
 		h.hooks.Evicted(evicted)
 	}
 	h.hooks.WindowSize(events, bytes)
-	ForEachRecipient(ev.To, h.reg.wake)
+	w.mu.RLock()
+	ForEachRecipient(ev.To, w.wakeLocked)
+	w.mu.RUnlock()
 	return true
 }
 
@@ -319,12 +319,9 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 		c.lists = append(c.lists, listCursor{l: w.listLocked(KindGroup, g, true)})
 	}
 	c.lists = append(c.lists, listCursor{l: w.all})
-	for _, lc := range c.lists {
-		lc.l.refs++
-	}
 	// Registered for wakes before the lock is released: an event appended
 	// after this placement wakes it, one appended before is placed below.
-	h.reg.add(c)
+	c.registerLocked(w)
 	head, complete := w.head, w.complete
 	oldest, held := w.oldestLocked()
 	switch q.Mode {
@@ -449,12 +446,14 @@ func (h *Hub) tick() {
 			h.clock.Store(now.UnixNano())
 			appends := h.appends.Load()
 			quietBefore := now.Add(-h.cfg.CursorInterval).UnixNano()
-			h.reg.forEach(func(c *Cursor) {
+			h.w.mu.RLock()
+			h.w.forEachCursorLocked(func(c *Cursor) {
 				if c.reported.Load() != appends && c.quietSince.Load() <= quietBefore {
 					c.wantCursor.Store(true)
 					c.peer.Wake()
 				}
 			})
+			h.w.mu.RUnlock()
 		}
 	}
 }

@@ -1,159 +1,109 @@
 package bridge
 
-import (
-	"hash/maphash"
-	"sync"
-)
+// The recipient lists double as the wake index: each user or group list
+// holds the cursors reading it, so finding the connections to wake for an
+// event is the same map look-up that appending it made, and a connection
+// costs no second index (it was a sharded registry of its own, ~90 bytes per
+// idle connection). Broadcast wakes walk a slice of all cursors. Sets and
+// that slice are guarded by window.mu: changed under the write
+// lock by Accept and Closed, read under the read lock by wakes and the
+// ticker. Peer.Wake, which never blocks, is called under the read lock, so
+// once Closed has returned no wake reaches the peer.
 
-const registryShards = 64
-
-// registry finds the connections to wake for an event: by user id, by group
-// name, and all of them for broadcast. It is sharded by hash of the name so
-// connects, disconnects and fan-out of unrelated recipients do not contend;
-// fan-out takes read locks only and calls Peer.Wake, which never blocks, under
-// them (so that after unregister returns no wake reaches a closed peer).
-//
-// Shard locks are leaves: nothing else is locked while one is held.
-type registry struct {
-	seed   maphash.Seed
-	shards [registryShards]regShard
-}
-
-// regShard is guarded by mu.
-type regShard struct {
-	mu     sync.RWMutex
-	users  map[string]regSet
-	groups map[string]regSet
-	// all holds the cursors whose user hashes to this shard: broadcast and
-	// the cursor ticker walk every shard's all.
-	all map[*Cursor]struct{}
-}
-
-// regSet is the cursors of one user or group. Most users have one
-// connection, so the first cursor is held inline and a map is made only for
-// the others: an idle connection of a user alone costs a map slot, not a map.
-// A set in a registry map always has one != nil.
-type regSet struct {
+// connSet is the cursors reading one user's or group's list. Most users have
+// one connection, so the first cursor is held inline and a map is made only
+// for the others. A list whose set is empty has no reader and is deleted
+// once it holds no events.
+type connSet struct {
 	one  *Cursor
 	more map[*Cursor]struct{}
 }
 
-func newRegistry() *registry {
-	r := &registry{seed: maphash.MakeSeed()}
-	for i := range r.shards {
-		s := &r.shards[i]
-		s.users = make(map[string]regSet)
-		s.groups = make(map[string]regSet)
-		s.all = make(map[*Cursor]struct{})
+func (s *connSet) empty() bool { return s.one == nil }
+
+func (s *connSet) add(c *Cursor) {
+	switch {
+	case s.one == nil:
+		s.one = c
+	case s.one != c:
+		if s.more == nil {
+			s.more = make(map[*Cursor]struct{})
+		}
+		s.more[c] = struct{}{}
 	}
-	return r
 }
 
-func (r *registry) shard(name string) *regShard {
-	return &r.shards[maphash.String(r.seed, name)%registryShards]
-}
-
-func addTo(m map[string]regSet, name string, c *Cursor) {
-	set, ok := m[name]
-	if !ok {
-		m[name] = regSet{one: c}
-		return
-	}
-	if set.one == c {
-		return
-	}
-	if set.more == nil {
-		set.more = make(map[*Cursor]struct{})
-		m[name] = set
-	}
-	set.more[c] = struct{}{}
-}
-
-func removeFrom(m map[string]regSet, name string, c *Cursor) {
-	set, ok := m[name]
-	if !ok {
-		return
-	}
-	if set.one == c {
-		set.one = nil
-		for o := range set.more {
-			set.one = o
-			delete(set.more, o)
+func (s *connSet) remove(c *Cursor) {
+	if s.one != c {
+		delete(s.more, c)
+	} else {
+		s.one = nil
+		for o := range s.more {
+			s.one = o
+			delete(s.more, o)
 			break
 		}
-		if set.one == nil {
-			delete(m, name)
-			return
-		}
-	} else {
-		delete(set.more, c)
 	}
-	if len(set.more) == 0 {
-		set.more = nil
-	}
-	m[name] = set
-}
-
-func (r *registry) add(c *Cursor) {
-	user := c.userID()
-	s := r.shard(user)
-	s.mu.Lock()
-	addTo(s.users, user, c)
-	s.all[c] = struct{}{}
-	s.mu.Unlock()
-	for _, g := range c.groupLists() {
-		s := r.shard(g.l.name)
-		s.mu.Lock()
-		addTo(s.groups, g.l.name, c)
-		s.mu.Unlock()
+	if len(s.more) == 0 {
+		s.more = nil
 	}
 }
 
-func (r *registry) remove(c *Cursor) {
-	user := c.userID()
-	s := r.shard(user)
-	s.mu.Lock()
-	removeFrom(s.users, user, c)
-	delete(s.all, c)
-	s.mu.Unlock()
-	for _, g := range c.groupLists() {
-		s := r.shard(g.l.name)
-		s.mu.Lock()
-		removeFrom(s.groups, g.l.name, c)
-		s.mu.Unlock()
-	}
-}
-
-// wake wakes the connections of one recipient item. A connection named twice
-// by one event is woken twice; Wake coalesces, and the cursor delivers once.
-func (r *registry) wake(kind RecipientKind, name string) {
-	if kind == KindBroadcast {
-		r.forEach(func(c *Cursor) { c.peer.Wake() })
+func (s *connSet) each(fn func(*Cursor)) {
+	if s.one == nil {
 		return
 	}
-	s := r.shard(name)
-	s.mu.RLock()
-	m := s.users
-	if kind == KindGroup {
-		m = s.groups
+	fn(s.one)
+	for c := range s.more {
+		fn(c)
 	}
-	if set, ok := m[name]; ok {
-		set.one.peer.Wake()
-		for c := range set.more {
-			c.peer.Wake()
-		}
-	}
-	s.mu.RUnlock()
 }
 
-// forEach calls fn for every registered cursor, one shard read lock at a time.
-func (r *registry) forEach(fn func(c *Cursor)) {
-	for i := range r.shards {
-		s := &r.shards[i]
-		s.mu.RLock()
-		for c := range s.all {
-			fn(c)
+// registerLocked adds c to the sets of its user's and groups' lists and to
+// the window's list of all cursors. Called with window.mu held for writing.
+func (c *Cursor) registerLocked(w *window) {
+	for _, lc := range c.lists[:len(c.lists)-1] {
+		lc.l.conns.add(c)
+	}
+	c.slot = int32(len(w.cursors))
+	w.cursors = append(w.cursors, c)
+}
+
+// unregisterLocked removes c from its lists' sets and deletes the lists left
+// with neither events nor readers. Called with window.mu held for writing.
+func (c *Cursor) unregisterLocked(w *window) {
+	last := w.cursors[len(w.cursors)-1]
+	w.cursors[c.slot], last.slot = last, c.slot
+	w.cursors[len(w.cursors)-1] = nil
+	w.cursors = w.cursors[:len(w.cursors)-1]
+	for _, lc := range c.lists[:len(c.lists)-1] {
+		l := lc.l
+		l.conns.remove(c)
+		if l.conns.empty() && l.len() == 0 {
+			w.dropListLocked(l)
 		}
-		s.mu.RUnlock()
+	}
+}
+
+func wakeCursor(c *Cursor) { c.peer.Wake() }
+
+// wakeLocked wakes the connections of one recipient item. A connection
+// named twice by one event is woken twice; Wake coalesces, and the cursor
+// delivers once. Called with window.mu held for reading.
+func (w *window) wakeLocked(kind RecipientKind, name string) {
+	if kind == KindBroadcast {
+		w.forEachCursorLocked(wakeCursor)
+		return
+	}
+	if l := w.listLocked(kind, name, false); l != nil {
+		l.conns.each(wakeCursor)
+	}
+}
+
+// forEachCursorLocked calls fn for every connection. Called with window.mu
+// held.
+func (w *window) forEachCursorLocked(fn func(*Cursor)) {
+	for _, c := range w.cursors {
+		fn(c)
 	}
 }

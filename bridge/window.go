@@ -32,7 +32,7 @@ type plist struct {
 	// whose next index is below base lost an event only if its pos is older.
 	evicted ID
 	name    string
-	refs    int32 // cursors reading this list; a referenced list is never deleted
+	conns   connSet // cursors reading this list (not for broadcast); a read list is never deleted
 	kind    RecipientKind
 }
 
@@ -74,6 +74,8 @@ type window struct {
 	users  map[string]*plist
 	groups map[string]*plist
 	all    *plist
+
+	cursors []*Cursor // every registered connection, for broadcast wakes and the ticker
 }
 
 func newWindow(limit int64) *window {
@@ -81,7 +83,7 @@ func newWindow(limit int64) *window {
 		limit:  limit,
 		users:  make(map[string]*plist),
 		groups: make(map[string]*plist),
-		all:    &plist{kind: KindBroadcast, refs: 1},
+		all:    &plist{kind: KindBroadcast},
 	}
 }
 
@@ -174,7 +176,7 @@ func (w *window) evictOldestLocked() {
 		cost += slotBytes
 		if l.len() == 0 {
 			cost += listCost(l)
-			if l.refs == 0 {
+			if l.conns.empty() && l.kind != KindBroadcast {
 				w.dropListLocked(l)
 			}
 		}
