@@ -94,7 +94,7 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	var o benchpkg.Options
 	var jsonOut bool
 	var report, svg, extra, env string
-	fs.StringVar(&o.Scenario, "scenario", "broadcast", "idle, broadcast, targeted or resume-storm")
+	fs.StringVar(&o.Scenario, "scenario", "broadcast", "idle, broadcast, targeted, resume-storm or mixed (targeted and broadcast events while clients reconnect)")
 	fs.IntVar(&o.Clients, "clients", 1000, "WebSocket clients")
 	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("client processes (0: as few as allowed, at most %d clients each)", benchpkg.MaxClientsPerProcess))
 	fs.IntVar(&o.Dialers, "dialers", 256, "concurrent handshakes per client process")
@@ -106,6 +106,8 @@ func bench(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "publishing time (idle: how long to hold)")
 	fs.IntVar(&o.Prefill, "prefill", 200000, "resume-storm: entries in the stream before the storm")
 	fs.IntVar(&o.Missed, "missed", 10, "resume-storm: events each client missed")
+	fs.Float64Var(&o.BroadcastShare, "broadcast-share", 0.01, "mixed: fraction of events (0..1) sent to everyone; the rest go to one random client each")
+	fs.Float64Var(&o.Churn, "churn", 1, "mixed: percent of clients that close and reconnect each second, resuming with last_event_id")
 	fs.StringVar(&o.Stream, "stream", "", "stream key (default: a fresh bench-<run> stream for a started bridge, deleted after; notifications with --ws-url)")
 	fs.StringVar(&o.WSURL, "ws-url", "", "bridge WebSocket URL (ws://host:8080/ws); empty starts a bridge with the embedded Redis")
 	fs.StringVar(&o.RedisURL, "redis-url", "", "the bridge's Redis (needed with --ws-url; without it, passed to the started bridge)")

@@ -1,7 +1,9 @@
 // Package bench is the load generator behind `notifybridge bench`: it opens
 // WebSocket clients against a bridge, publishes through Redis at a paced
 // rate, and reports throughput, latency, loss, duplicates and the bridge's
-// memory and CPU. Lost or duplicated events make the run fail.
+// memory and CPU. Lost or duplicated events make the run fail. The mixed
+// scenario is the soak: targeted and broadcast events while clients keep
+// reconnecting, with the bridge's RSS followed over the whole run.
 package bench
 
 import (
@@ -28,7 +30,7 @@ import (
 
 // Options describe one run.
 type Options struct {
-	Scenario string        // idle, broadcast, targeted, resume-storm
+	Scenario string        // idle, broadcast, targeted, resume-storm, mixed
 	Clients  int           // WebSocket clients
 	Procs    int           // client processes; 0: as few as MaxClientsPerProcess allows
 	Rate     int           // events per second; 0 = as fast as possible
@@ -41,6 +43,9 @@ type Options struct {
 	Dialers  int           // concurrent handshakes per process (0: 256)
 	Slow     int           // broadcast/targeted: extra clients that never read (write_timeout, eviction)
 	RawXRead bool          // broadcast/targeted: also measure a plain XREAD BLOCK subscriber, same run
+
+	BroadcastShare float64 // mixed: fraction of events (0..1) to everyone; the rest to one random client each
+	Churn          float64 // mixed: percent of clients that close and reconnect (resuming) each second
 
 	WSURL    string   // ws://host:port/ws; empty starts a bridge child process
 	RedisURL string   // the bridge's Redis; empty with WSURL empty: embedded
@@ -79,6 +84,21 @@ type Result struct {
 	RawP50ms        float64       `json:"raw_xread_p50_ms,omitempty"`
 	RawP99ms        float64       `json:"raw_xread_p99_ms,omitempty"`
 	RawMaxMs        float64       `json:"raw_xread_max_ms,omitempty"`
+	BroadcastShare  float64       `json:"broadcast_share,omitempty"`
+	Broadcasts      int           `json:"broadcasts,omitempty"` // mixed: events to everyone, of Published
+	ChurnPerS       float64       `json:"churn_percent_per_second,omitempty"`
+	Reconnects      int64         `json:"reconnects,omitempty"`
+	ReconnectFailed int64         `json:"reconnects_failed,omitempty"`   // dial errors, each tried again
+	Replayed        int64         `json:"replayed_deliveries,omitempty"` // frames a resume replayed: not in the live latency above
+	ReplayP50ms     float64       `json:"replay_p50_ms,omitempty"`
+	ReplayP99ms     float64       `json:"replay_p99_ms,omitempty"`
+	ReplayMaxMs     float64       `json:"replay_max_ms,omitempty"`
+	RSSLoadStart    int64         `json:"rss_load_start_bytes,omitempty"` // mixed: when publishing began, every client connected
+	RSSAfter1m      int64         `json:"rss_after_1m_bytes,omitempty"`
+	RSSEnd          int64         `json:"rss_end_bytes,omitempty"`
+	RSSMax          int64         `json:"rss_max_bytes,omitempty"`
+	GoroutinesStart int64         `json:"goroutines_load_start,omitempty"`
+	GoroutinesEnd   int64         `json:"goroutines_end,omitempty"`
 	RSSBaseBytes    int64         `json:"rss_base_bytes"`
 	RSSBytes        int64         `json:"rss_bytes"`
 	RSSPerConnBytes float64       `json:"rss_per_connection_bytes"`
@@ -97,6 +117,7 @@ type Result struct {
 	Histogram       []bucketCount `json:"latency_histogram_ms"`
 	Timeline        []point       `json:"timeline"`
 	hist            latHist       // merged over every client process
+	replayHist      latHist       // the same, for frames replayed on resume
 	rawSamples      []sample      // merged reservoirs
 	perClient       []int64       // unique events per client, by user index
 	closeCounts     map[int]int   // close code → clients the server closed
@@ -171,13 +192,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	switch o.Scenario {
 	case "idle":
 		err = r.idle(ctx)
-	case "broadcast", "targeted":
+	case "broadcast", "targeted", "mixed":
 		err = r.fanout(ctx)
 	case "resume-storm":
 		err = r.resumeStorm(ctx)
 	}
 	close(stop)
 	<-sampled
+	if o.Scenario == "mixed" {
+		r.loadRSS()
+	}
 	r.closeAll()
 	if err != nil {
 		return nil, err
@@ -187,9 +211,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 func (o *Options) validate() error {
 	switch o.Scenario {
-	case "idle", "broadcast", "targeted", "resume-storm":
+	case "idle", "broadcast", "targeted", "resume-storm", "mixed":
 	default:
-		return fmt.Errorf("scenario: must be idle, broadcast, targeted or resume-storm, got %q", o.Scenario)
+		return fmt.Errorf("scenario: must be idle, broadcast, targeted, resume-storm or mixed, got %q", o.Scenario)
 	}
 	if o.Clients <= 0 {
 		return errors.New("clients: must be > 0")
@@ -209,11 +233,20 @@ func (o *Options) validate() error {
 	if o.Events == 0 && o.Rate > 0 {
 		o.Events = int(float64(o.Rate) * o.Duration.Seconds())
 	}
-	if (o.Scenario == "broadcast" || o.Scenario == "targeted") && o.Events <= 0 {
+	if (o.Scenario == "broadcast" || o.Scenario == "targeted" || o.Scenario == "mixed") && o.Events <= 0 {
 		return errors.New("events: nothing to publish (set --events, or --rate and --duration)")
 	}
 	if o.Scenario == "resume-storm" && o.Missed <= 0 {
 		return errors.New("missed: must be > 0")
+	}
+	if o.BroadcastShare < 0 || o.BroadcastShare > 1 {
+		return errors.New("broadcast-share: must be between 0 and 1")
+	}
+	if o.Churn < 0 || o.Churn > 100 {
+		return errors.New("churn: must be between 0 and 100 (percent of clients a second)")
+	}
+	if o.Scenario != "mixed" {
+		o.BroadcastShare, o.Churn = 0, 0 // mixed only: the flags' defaults must not reach other scenarios
 	}
 	return nil
 }
@@ -245,7 +278,9 @@ type runner struct {
 	res            *Result
 	fleets         []fleet
 	closed         bool
-	perUser        []int64   // targeted: events published to each user
+	perUser        []int64   // targeted, mixed: events published to each user
+	broadcasts     int64     // mixed: events published to everyone
+	loadStartS     float64   // mixed: when publishing began, on the timeline
 	stormed        bool      // resume-storm: the missed events are in the stream
 	caughtUpOrigin int64     // resume-storm: unix µs the storm began
 	t0             time.Time // the timeline's zero: the run's start
@@ -264,6 +299,7 @@ type point struct {
 	Connected  int     `json:"connected"`
 	CaughtUp   int     `json:"caught_up"`
 	Received   int64   `json:"received"`
+	Reconnects int64   `json:"reconnects,omitempty"` // cumulative
 	RSSBytes   int64   `json:"rss_bytes,omitempty"`
 	Goroutines int64   `json:"goroutines,omitempty"`
 	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
@@ -278,7 +314,7 @@ func (r *runner) sample(stop <-chan struct{}, done chan<- struct{}) {
 	last := false
 	for {
 		st := r.status()
-		p := point{AtS: time.Since(r.t0).Seconds(), Connected: st.Connected, CaughtUp: st.CaughtUp, Received: st.Received}
+		p := point{AtS: time.Since(r.t0).Seconds(), Connected: st.Connected, CaughtUp: st.CaughtUp, Received: st.Received, Reconnects: st.Reconnects}
 		if m, err := scrape(r.o.AdminURL); err == nil {
 			p.RSSBytes, p.Goroutines, p.CPUSeconds, p.SlowClosed = m.rss, m.goroutines, m.cpu, m.slowCloses
 		}
@@ -307,7 +343,7 @@ func (r *runner) connect(ctx context.Context, resume string) error {
 	n, procs := r.o.Clients, r.res.Procs
 	per := (n + procs - 1) / procs
 	for first := 0; first < n; first += per {
-		spec := setSpec{WSURL: r.o.WSURL, First: first, Count: min(per, n-first), Resume: resume, Dialers: r.o.Dialers, Run: r.run}
+		spec := setSpec{WSURL: r.o.WSURL, First: first, Count: min(per, n-first), Resume: resume, Dialers: r.o.Dialers, Run: r.run, Churn: r.o.Churn}
 		if procs == 1 {
 			r.addFleet(startLocal(ctx, spec))
 			continue
@@ -357,6 +393,8 @@ func (r *runner) status() setStatus {
 		sum.Connected += st.Connected
 		sum.CaughtUp += st.CaughtUp
 		sum.Received += st.Received
+		sum.Reconnects += st.Reconnects
+		sum.Churning = sum.Churning || st.Churning
 		sum.ConnectDone = sum.ConnectDone && st.ConnectDone
 		if sum.Err == "" {
 			sum.Err = st.Err
@@ -423,6 +461,9 @@ func (r *runner) closeAll() {
 			res.Closed += k
 		}
 		res.hist.merge(&st.Hist)
+		res.replayHist.merge(&st.Replay)
+		res.Reconnects += st.Reconnects
+		res.ReconnectFailed += st.ReconnectFails
 		res.rawSamples = append(res.rawSamples, st.Samples...)
 		if st.LastCaughtUpUS > 0 && r.caughtUpOrigin > 0 {
 			res.CaughtUpSeconds = max(res.CaughtUpSeconds, float64(st.LastCaughtUpUS-r.caughtUpOrigin)/1e6)
@@ -541,19 +582,30 @@ func (r *runner) fanout(ctx context.Context) error {
 	}
 	// Data carries the publish time (unix µs) and, for targeted events, the
 	// one user it is for, so clients measure latency and catch misdelivery.
+	// Mixed draws each event's kind: a broadcast with BroadcastShare, else
+	// targeted.
 	tag := `,` + string(runTag(r.run))
 	pad := strings.Repeat("x", max(0, r.o.Size-len(`{"t":1732451234567890,"u":12345,"p":""}`)-len(tag)))
 	rng := rand.New(rand.NewPCG(1, 2))
 	bar := newProgress(r.o, r.o.Events, "publishing")
 	pubStart := time.Now()
+	r.loadStartS = pubStart.Sub(r.t0).Seconds()
+	if r.o.Scenario == "mixed" {
+		r.res.BroadcastShare, r.res.ChurnPerS = r.o.BroadcastShare, r.o.Churn
+		if err := r.churn(ctx, true); err != nil {
+			return err
+		}
+	}
 	err = pace(ctx, r.o.Rate, r.o.Events, func(batch int) error {
 		pipe := r.rdb.Pipeline()
 		for i := 0; i < batch; i++ {
 			to, u := "*", ""
-			if r.o.Scenario == "targeted" {
+			if r.o.Scenario == "targeted" || (r.o.Scenario == "mixed" && rng.Float64() >= r.o.BroadcastShare) {
 				k := rng.IntN(r.o.Clients)
 				to, u = "user:"+userName(r.run, k), `,"u":`+strconv.Itoa(k)
 				r.perUser[k]++
+			} else {
+				r.broadcasts++
 			}
 			data := `{"t":` + strconv.FormatInt(time.Now().UnixMicro(), 10) + u + tag + `,"p":"` + pad + `"}`
 			pipe.XAdd(ctx, &redis.XAddArgs{Stream: r.o.Stream, Values: []any{"to", to, "type", "bench", "data", data}})
@@ -563,11 +615,17 @@ func (r *runner) fanout(ctx context.Context) error {
 		return err
 	})
 	bar.finish()
+	pubDone := time.Since(pubStart)
+	if cerr := r.churn(ctx, false); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return err
 	}
-	pubDone := time.Since(pubStart)
 	r.res.Published = r.o.Events
+	if r.o.Scenario == "mixed" {
+		r.res.Broadcasts = int(r.broadcasts)
+	}
 	var total int64
 	for i := range r.o.Clients {
 		total += r.expected(i)
@@ -611,6 +669,14 @@ func (r *runner) expected(i int) int64 {
 			return 0
 		}
 		return r.perUser[i]
+	case "mixed":
+		// Every client was connected and caught up before the first event,
+		// so every broadcast is for it; a reconnect resumes, it never
+		// starts afresh.
+		if r.perUser == nil {
+			return 0
+		}
+		return r.perUser[i] + r.broadcasts
 	case "resume-storm":
 		if !r.stormed {
 			return 0

@@ -20,6 +20,9 @@ import (
 // stream order without repeats, so an id not above the previous one is a
 // duplicate (or an order violation, as wrong for the contract). A set of
 // seen ids would cost the bench more memory than the bridge it measures.
+// The counts live across reconnects (mixed): a resumed connection starts
+// after the id the client resumed from, so a repeat of an id it already
+// holds is a duplicate there too.
 type wsClient struct {
 	conn net.Conn
 	r    io.Reader
@@ -29,7 +32,9 @@ type wsClient struct {
 	wmu sync.Mutex // pong writes and close
 
 	mu           sync.Mutex
-	last         streamID
+	last         streamID // newest event of the run received
+	cursor       streamID // newest id held for a resume: any event, caught_up or cursor frame
+	replaying    bool     // a resumed connection before its caught_up: frames are replay, not live
 	unique       int64
 	dups         int64
 	misdeliver   int64
@@ -41,7 +46,10 @@ type wsClient struct {
 
 	received *atomic.Int64 // shared per set: events received
 	caught   *atomic.Int64 // shared per set: clients caught up
-	done     chan struct{}
+	replayed *latencySink  // latency of frames replayed on resume; nil: they go to the live sink
+	done     chan struct{} // closed when the connection's reader returns
+	busy     atomic.Bool   // a reconnect of this client is under way
+	away     bool          // closed for a reconnect not yet made; only the holder of busy touches it
 }
 
 // streamID is a Redis stream id, compared numerically.
@@ -61,19 +69,40 @@ func (a streamID) after(b streamID) bool {
 	return a.ms > b.ms || (a.ms == b.ms && a.seq > b.seq)
 }
 
-func dialClient(ctx context.Context, url string, user int, tag []byte) (*wsClient, error) {
+func (a streamID) String() string {
+	return strconv.FormatUint(a.ms, 10) + "-" + strconv.FormatUint(a.seq, 10)
+}
+
+// quotedID parses the id that b starts with, up to its closing quote.
+func quotedID(b []byte) (streamID, bool) {
+	end := bytes.IndexByte(b, '"')
+	if end < 0 {
+		return streamID{}, false
+	}
+	return parseID(b[:end])
+}
+
+// dialWS opens one connection; the reader yields what the handshake read
+// ahead of the first frame.
+func dialWS(ctx context.Context, url string) (net.Conn, io.Reader, error) {
 	d := ws.Dialer{Timeout: 30 * time.Second}
 	conn, br, _, err := d.Dial(ctx, url)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	c := &wsClient{conn: conn, user: user, tag: tag, done: make(chan struct{})}
 	var r io.Reader = conn
 	if br != nil {
 		r = io.MultiReader(br, conn)
 	}
-	c.r = r
-	return c, nil
+	return conn, r, nil
+}
+
+func dialClient(ctx context.Context, url string, user int, tag []byte) (*wsClient, error) {
+	conn, r, err := dialWS(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	return &wsClient{conn: conn, r: r, user: user, tag: tag, done: make(chan struct{})}, nil
 }
 
 func (c *wsClient) start(sink *latencySink) { go c.read(sink) }
@@ -83,6 +112,8 @@ var (
 	tKey     = []byte(`"data":{"t":`)
 	uKey     = []byte(`,"u":`)
 	caughtUp = []byte(`"control":"caught_up"`)
+	cursorCF = []byte(`"control":"cursor"`)
+	lastKey  = []byte(`"last":"`)
 )
 
 // read parses frames by hand: at 100k+ deliveries a second on the same two
@@ -137,31 +168,19 @@ func (c *wsClient) read(sink *latencySink) {
 func (c *wsClient) frame(p []byte, sink *latencySink) {
 	now := time.Now().UnixMicro()
 	if !bytes.HasPrefix(p, idPrefix) {
-		if bytes.Contains(p, caughtUp) {
-			c.mu.Lock()
-			first := c.caughtUpUS == 0
-			if first {
-				c.caughtUpUS = now
-			}
-			c.mu.Unlock()
-			if first {
-				c.caught.Add(1)
-			}
-		}
+		c.control(p, now)
 		return
 	}
-	rest := p[len(idPrefix):]
-	end := bytes.IndexByte(rest, '"')
-	if end < 0 {
-		return
-	}
-	id, ok := parseID(rest[:end])
+	id, ok := quotedID(p[len(idPrefix):])
 	if !ok {
 		return
 	}
 	if c.tag != nil && !bytes.Contains(p, c.tag) {
 		c.mu.Lock()
 		c.foreign++
+		if id.after(c.cursor) {
+			c.cursor = id // a browser stores every event's id, whoever sent it
+		}
 		c.mu.Unlock()
 		return
 	}
@@ -178,15 +197,50 @@ func (c *wsClient) frame(p []byte, sink *latencySink) {
 	} else {
 		c.dups++
 	}
+	if id.after(c.cursor) {
+		c.cursor = id
+	}
 	if mis {
 		c.misdeliver++
 	}
+	replay := c.replaying
 	c.mu.Unlock()
 	c.received.Add(1)
+	if replay && c.replayed != nil {
+		sink = c.replayed // what a resume replays waited out the time away: not live latency
+	}
 	if i := bytes.Index(p, tKey); i >= 0 && sink != nil {
 		if t, ok := leadingInt(p[i+len(tKey):]); ok && t > 0 {
 			sink.add(now, now-t)
 		}
+	}
+}
+
+// control handles a control frame. caught_up ends a resumed connection's
+// replay; caught_up and cursor carry an id the client stores like an event
+// id (the contract), so a later resume starts there.
+func (c *wsClient) control(p []byte, now int64) {
+	isCaughtUp := bytes.Contains(p, caughtUp)
+	var last streamID
+	hasLast := false
+	if i := bytes.Index(p, lastKey); i >= 0 && (isCaughtUp || bytes.Contains(p, cursorCF)) {
+		last, hasLast = quotedID(p[i+len(lastKey):])
+	}
+	c.mu.Lock()
+	if hasLast && last.after(c.cursor) {
+		c.cursor = last
+	}
+	first := false
+	if isCaughtUp {
+		c.replaying = false
+		first = c.caughtUpUS == 0
+		if first {
+			c.caughtUpUS = now
+		}
+	}
+	c.mu.Unlock()
+	if first {
+		c.caught.Add(1)
 	}
 }
 
@@ -229,6 +283,48 @@ func (c *wsClient) close() {
 	}
 	_ = c.conn.Close()
 	<-c.done
+}
+
+// down reports whether the connection has ended (closed by either side, or
+// a reconnect that failed).
+func (c *wsClient) down() bool {
+	c.mu.Lock()
+	done := c.done
+	c.mu.Unlock()
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}
+
+// reconnect opens a new connection that resumes after the newest id the
+// client holds, as a browser SDK does; the old one must be closed. It
+// returns the close code of the old connection when the bridge ended it, 0
+// when we did. On error the client stays down, to be tried again.
+func (c *wsClient) reconnect(ctx context.Context, url string, sink *latencySink) (int, error) {
+	c.mu.Lock()
+	from := c.cursor
+	c.mu.Unlock()
+	conn, r, err := dialWS(ctx, url+"&last_event_id="+from.String())
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	code := 0
+	if c.serverClosed {
+		code = c.closeCode
+	}
+	c.conn, c.r, c.done = conn, r, make(chan struct{})
+	c.closedByUs, c.serverClosed, c.closeCode = false, false, 0
+	c.replaying = true
+	if from.after(c.last) {
+		c.last = from // anything up to the resume id is a repeat from here on
+	}
+	c.mu.Unlock()
+	c.start(sink)
+	return code, nil
 }
 
 // userName is client i's user id. It carries the run id, so concurrent runs

@@ -24,12 +24,13 @@ const MaxClientsPerProcess = 9000
 
 // setSpec is what one set of clients opens: users u<First> … u<First+Count-1>.
 type setSpec struct {
-	WSURL   string `json:"ws_url"`
-	First   int    `json:"first"`
-	Count   int    `json:"count"`
-	Resume  string `json:"resume,omitempty"` // last_event_id for every client
-	Run     string `json:"run"`              // the run id: user names and event tags
-	Dialers int    `json:"dialers"`          // concurrent handshakes
+	WSURL   string  `json:"ws_url"`
+	First   int     `json:"first"`
+	Count   int     `json:"count"`
+	Resume  string  `json:"resume,omitempty"` // last_event_id for every client
+	Run     string  `json:"run"`              // the run id: user names and event tags
+	Dialers int     `json:"dialers"`          // concurrent handshakes
+	Churn   float64 `json:"churn,omitempty"`  // percent of clients reconnecting a second, between "churn" and "calm"
 }
 
 // setStatus is a set's progress, sent by child processes as JSON lines.
@@ -37,6 +38,8 @@ type setStatus struct {
 	Connected   int    `json:"connected"`
 	CaughtUp    int    `json:"caught_up"`
 	Received    int64  `json:"received"`
+	Reconnects  int64  `json:"reconnects,omitempty"`
+	Churning    bool   `json:"churning,omitempty"` // churn on, or calming: reconnects still under way
 	ConnectDone bool   `json:"connect_done"`
 	Err         string `json:"err,omitempty"`
 }
@@ -52,6 +55,9 @@ type setStats struct {
 	LastCaughtUpUS int64       `json:"last_caught_up_us"`
 	Hist           latHist     `json:"hist"`
 	Samples        []sample    `json:"samples"`
+	Replay         latHist     `json:"replay"` // frames replayed on resume
+	Reconnects     int64       `json:"reconnects"`
+	ReconnectFails int64       `json:"reconnect_fails"`
 }
 
 // clientSet holds one process's clients.
@@ -59,6 +65,7 @@ type clientSet struct {
 	spec     setSpec
 	clients  []*wsClient
 	sink     latencySink
+	replay   latencySink // frames replayed on resume, apart from live latency
 	conn     atomic.Int64
 	caught   atomic.Int64
 	received atomic.Int64
@@ -66,6 +73,14 @@ type clientSet struct {
 	doneCh   chan struct{} // closed when connect returns
 	errMu    sync.Mutex
 	err      error
+
+	reconnects     atomic.Int64
+	reconnectFails atomic.Int64
+	churning       atomic.Bool
+	churnStop      chan struct{} // nil when churn is off
+	churnDone      chan struct{}
+	closesMu       sync.Mutex
+	closes         map[int]int // close code → connections the bridge ended before a reconnect
 }
 
 func newClientSet(spec setSpec) *clientSet {
@@ -89,16 +104,20 @@ func (s *clientSet) connect(ctx context.Context) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			user := s.spec.First + i
-			q := "user=" + userName(s.spec.Run, user)
+			url := s.url(user)
 			if s.spec.Resume != "" {
-				q += "&last_event_id=" + s.spec.Resume
+				url += "&last_event_id=" + s.spec.Resume
 			}
-			c, err := dialClient(ctx, s.spec.WSURL+"?"+q, user, runTag(s.spec.Run))
+			c, err := dialClient(ctx, url, user, runTag(s.spec.Run))
 			if err != nil {
 				s.fail(fmt.Errorf("client u%d: %w", user, err))
 				return
 			}
-			c.received, c.caught = &s.received, &s.caught
+			c.received, c.caught, c.replayed = &s.received, &s.caught, &s.replay
+			if s.spec.Resume != "" {
+				c.cursor, _ = parseID([]byte(s.spec.Resume))
+				c.replaying = true
+			}
 			c.start(&s.sink)
 			s.clients[i] = c
 			s.conn.Add(1)
@@ -108,6 +127,11 @@ func (s *clientSet) connect(ctx context.Context) {
 	if ctx.Err() != nil {
 		s.fail(ctx.Err())
 	}
+}
+
+// url is user's /ws address, without resume parameters.
+func (s *clientSet) url(user int) string {
+	return s.spec.WSURL + "?user=" + userName(s.spec.Run, user)
 }
 
 func (s *clientSet) fail(err error) {
@@ -125,8 +149,8 @@ func (s *clientSet) failed() error {
 }
 
 func (s *clientSet) status() setStatus {
-	st := setStatus{Connected: int(s.conn.Load()), CaughtUp: int(s.caught.Load()),
-		Received: s.received.Load(), ConnectDone: s.done.Load()}
+	st := setStatus{Connected: int(s.conn.Load()), CaughtUp: int(s.caught.Load()), Received: s.received.Load(),
+		Reconnects: s.reconnects.Load(), Churning: s.churning.Load(), ConnectDone: s.done.Load()}
 	if err := s.failed(); err != nil {
 		st.Err = err.Error()
 	}
@@ -138,6 +162,7 @@ func (s *clientSet) status() setStatus {
 // no dial is still adding a client.
 func (s *clientSet) finish() *setStats {
 	<-s.doneCh
+	s.stopChurn()
 	var wg sync.WaitGroup
 	for _, c := range s.clients {
 		if c != nil {
@@ -146,7 +171,13 @@ func (s *clientSet) finish() *setStats {
 		}
 	}
 	wg.Wait()
-	st := &setStats{First: s.spec.First, Unique: make([]int64, len(s.clients)), ServerClosed: map[int]int{}}
+	st := &setStats{First: s.spec.First, Unique: make([]int64, len(s.clients)), ServerClosed: map[int]int{},
+		Reconnects: s.reconnects.Load(), ReconnectFails: s.reconnectFails.Load()}
+	s.closesMu.Lock()
+	for code, n := range s.closes {
+		st.ServerClosed[code] += n
+	}
+	s.closesMu.Unlock()
 	for i, c := range s.clients {
 		if c == nil {
 			continue
@@ -165,28 +196,41 @@ func (s *clientSet) finish() *setStats {
 	s.sink.mu.Lock()
 	st.Hist, st.Samples = s.sink.hist, s.sink.samples
 	s.sink.mu.Unlock()
+	s.replay.mu.Lock()
+	st.Replay = s.replay.hist
+	s.replay.mu.Unlock()
 	return st
 }
 
 // fleet is a set of clients in this process or in a child process.
 type fleet interface {
 	status() setStatus
+	churn(on bool) // start or stop reconnecting clients (spec.Churn); status().Churning until stopped
 	finish() (*setStats, error)
 }
 
 type localFleet struct {
 	set    *clientSet
+	ctx    context.Context
 	cancel context.CancelFunc
 }
 
 func startLocal(ctx context.Context, spec setSpec) *localFleet {
 	ctx, cancel := context.WithCancel(ctx)
-	f := &localFleet{set: newClientSet(spec), cancel: cancel}
+	f := &localFleet{set: newClientSet(spec), ctx: ctx, cancel: cancel}
 	go f.set.connect(ctx)
 	return f
 }
 
 func (f *localFleet) status() setStatus { return f.set.status() }
+
+func (f *localFleet) churn(on bool) {
+	if on {
+		f.set.startChurn(f.ctx)
+	} else {
+		f.set.stopChurn()
+	}
+}
 
 func (f *localFleet) finish() (*setStats, error) {
 	f.cancel()
@@ -195,7 +239,8 @@ func (f *localFleet) finish() (*setStats, error) {
 
 // remoteFleet is a `notifybridge bench-client` child. Protocol, one JSON
 // value per line: the parent writes the setSpec, the child answers with
-// setStatus lines every 100 ms; the parent writes "finish", the child closes
+// setStatus lines every 100 ms; the parent may write "churn" and "calm" to
+// start and stop reconnects; the parent writes "finish", the child closes
 // its clients and answers {"stats": …} and exits. A closed stdin (the
 // parent died) also closes everything, so no orphan keeps connections.
 type remoteFleet struct {
@@ -270,6 +315,14 @@ func (f *remoteFleet) status() setStatus {
 	return st
 }
 
+func (f *remoteFleet) churn(on bool) {
+	cmd := "calm\n"
+	if on {
+		cmd = "churn\n"
+	}
+	_, _ = io.WriteString(f.stdin, cmd)
+}
+
 func (f *remoteFleet) finish() (*setStats, error) {
 	_, _ = io.WriteString(f.stdin, "finish\n")
 	select {
@@ -313,12 +366,17 @@ func ClientMain(stdin io.Reader, stdout io.Writer) error {
 	}
 	finish := make(chan struct{})
 	go func() {
+		defer close(finish) // "finish" or the parent went away
 		for in.Scan() {
-			if strings.TrimSpace(in.Text()) == "finish" {
-				break
+			switch strings.TrimSpace(in.Text()) {
+			case "churn":
+				set.startChurn(ctx)
+			case "calm":
+				set.stopChurn() // Churning in the status lines until it returns
+			case "finish":
+				return
 			}
 		}
-		close(finish) // "finish" or the parent went away
 	}()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()

@@ -20,6 +20,10 @@ import (
 // result's percentiles, report buckets and chart points.
 func (r *runner) summarizeLatency() {
 	res := r.res
+	if rh := &res.replayHist; rh.N > 0 {
+		res.Replayed = rh.N
+		res.ReplayP50ms, res.ReplayP99ms, res.ReplayMaxMs = rh.quantile(.50), rh.quantile(.99), float64(rh.MaxUS)/1000
+	}
 	h := &res.hist
 	res.LatencySamples = h.N
 	if h.N == 0 {
@@ -69,6 +73,15 @@ func (res *Result) WriteTable(w io.Writer) {
 				row("raw XREAD BLOCK p50/p99/max", fmt.Sprintf("%.2f / %.2f / %.2f ms (same run, Redis alone)", res.RawP50ms, res.RawP99ms, res.RawMaxMs))
 			}
 		}
+		if res.Scenario == "mixed" {
+			row("mix", fmt.Sprintf("%d broadcasts (share %g), %d targeted", res.Broadcasts, res.BroadcastShare, res.Published-res.Broadcasts))
+			row("reconnects", fmt.Sprintf("%d (%g%% of clients a second, each resuming with last_event_id; %d dial errors, retried)",
+				res.Reconnects, res.ChurnPerS, res.ReconnectFailed))
+			if res.Replayed > 0 {
+				row("replayed on resume p50/p99/max", fmt.Sprintf("%.2f / %.2f / %.2f ms (%d deliveries, publish to receive, time away included)",
+					res.ReplayP50ms, res.ReplayP99ms, res.ReplayMaxMs, res.Replayed))
+			}
+		}
 		row("lost", fmt.Sprint(res.Lost))
 		row("duplicated", fmt.Sprint(res.Duplicated))
 		row("misdelivered", fmt.Sprint(res.Misdelivered))
@@ -94,6 +107,15 @@ func (res *Result) WriteTable(w io.Writer) {
 			float64(res.RSSBytes)/(1<<20), float64(res.RSSBaseBytes)/(1<<20), res.RSSPerConnBytes, res.HeapPerConn))
 		row("bridge goroutines", fmt.Sprintf("%d (base %d)", res.Goroutines, res.GoroutinesBase))
 		row("bridge CPU", fmt.Sprintf("%.2fs", res.CPUSeconds))
+	}
+	if res.RSSLoadStart > 0 {
+		minute := "n/a (shorter than a minute)"
+		if res.RSSAfter1m > 0 {
+			minute = fmt.Sprintf("%.1f", float64(res.RSSAfter1m)/(1<<20))
+		}
+		row("bridge RSS over the load", fmt.Sprintf("start %.1f, after 1 min %s, end %.1f, max %.1f MiB",
+			float64(res.RSSLoadStart)/(1<<20), minute, float64(res.RSSEnd)/(1<<20), float64(res.RSSMax)/(1<<20)))
+		row("bridge goroutines over the load", fmt.Sprintf("start %d, end %d", res.GoroutinesStart, res.GoroutinesEnd))
 	}
 	_ = tw.Flush()
 }
@@ -144,12 +166,19 @@ func (res *Result) svg() string {
 	const w, ph = 800.0, 260.0
 	var panels []string
 	head := fmt.Sprintf("%s, %d clients: ", res.Scenario, res.Clients)
+	deliveries := func() string {
+		return res.linePanel(w, ph, "deliveries per second",
+			"/s", []series{{"received by clients", "#2a6fdb", res.rate(func(p point) float64 { return float64(p.Received) })}})
+	}
+	rss := func(title string) string {
+		return res.linePanel(w, ph, title, " MiB", []series{
+			{"RSS", "#d9822b", res.series(func(p point) float64 { return float64(p.RSSBytes) / (1 << 20) })}})
+	}
 	switch res.Scenario {
 	case "broadcast", "targeted":
 		head += fmt.Sprintf("%d events at %.0f/s, %.0f deliveries/s, p50 %.1f ms, p99 %.1f ms, lost %d, duplicated %d",
 			res.Published, res.PublishedPerS, res.DeliveriesPerS, res.P50ms, res.P99ms, res.Lost, res.Duplicated)
-		panels = append(panels, res.scatterPanel(w, ph), res.linePanel(w, ph, "deliveries per second",
-			"/s", []series{{"received by clients", "#2a6fdb", res.rate(func(p point) float64 { return float64(p.Received) })}}))
+		panels = append(panels, res.scatterPanel(w, ph), deliveries())
 		if res.SlowClients > 0 {
 			first := float64(res.Timeline[0].SlowClosed)
 			panels = append(panels, res.linePanel(w, ph, fmt.Sprintf("slow clients (never reading) closed by the bridge, of %d", res.SlowClients), "",
@@ -168,10 +197,20 @@ func (res *Result) svg() string {
 		panels = append(panels, res.linePanel(w, ph, "connections", "", []series{
 			{"connected", "#2a6fdb", res.series(func(p point) float64 { return float64(p.Connected) })},
 		}))
+	case "mixed":
+		// RSS first: whether it stays flat under churn is what this run is for.
+		head += fmt.Sprintf("%d events at %.0f/s, %.3g%% broadcast, %d reconnects, p50 %.1f ms, p99 %.1f ms, lost %d, duplicated %d",
+			res.Published, res.PublishedPerS, 100*res.BroadcastShare, res.Reconnects, res.P50ms, res.P99ms, res.Lost, res.Duplicated)
+		title := fmt.Sprintf("bridge resident memory: %.1f MiB when publishing began, %.1f at the end, max %.1f",
+			float64(res.RSSLoadStart)/(1<<20), float64(res.RSSEnd)/(1<<20), float64(res.RSSMax)/(1<<20))
+		panels = append(panels, rss(title), res.scatterPanel(w, ph), deliveries(),
+			res.linePanel(w, ph, "reconnects per second", "/s", []series{
+				{"reconnects", "#8e44ad", res.rate(func(p point) float64 { return float64(p.Reconnects) })}}))
+	}
+	if res.Scenario != "mixed" {
+		panels = append(panels, rss("bridge resident memory"))
 	}
 	panels = append(panels,
-		res.linePanel(w, ph, "bridge resident memory", " MiB", []series{
-			{"RSS", "#d9822b", res.series(func(p point) float64 { return float64(p.RSSBytes) / (1 << 20) })}}),
 		res.linePanel(w, ph, "bridge CPU (cores busy) and goroutines / 100", "", []series{
 			{"CPU", "#d33", res.rate(func(p point) float64 { return p.CPUSeconds })},
 			{"goroutines/100", "#2a9d3a", res.series(func(p point) float64 { return float64(p.Goroutines) / 100 })}}),
