@@ -160,7 +160,23 @@ func (c *consumer) run(ctx context.Context) {
 			args.Streams = []string{cfg.Stream, ">"}
 			args.Block = cfg.Block
 		}
-		res, err := c.s.client.XReadGroup(ctx, &args).Result()
+		var (
+			res   []redis.XStream
+			err   error
+			check *redis.XStreamSliceCmd
+		)
+		if pending {
+			res, err = c.s.client.XReadGroup(ctx, &args).Result()
+		} else {
+			// The lost-reply check rides in the same round trip: Redis runs
+			// it right after the read returns, so it costs no extra wait on
+			// the path of every new entry.
+			pipe := c.s.client.Pipeline()
+			read := pipe.XReadGroup(ctx, &args)
+			check = c.pendingAfterLastRead(ctx, pipe)
+			_, _ = pipe.Exec(ctx)
+			res, err = read.Result()
+		}
 		if err != nil && !errors.Is(err, redis.Nil) {
 			if ctx.Err() != nil {
 				return
@@ -186,7 +202,7 @@ func (c *consumer) run(ctx context.Context) {
 			msgs = res[0].Messages
 		}
 		if !pending {
-			lost, err := c.lostReply(ctx, msgs)
+			lost, err := lostReply(check, msgs)
 			if err != nil || lost {
 				if ctx.Err() != nil {
 					return
@@ -244,21 +260,29 @@ func (c *consumer) deliverLoop(ctx context.Context) {
 	}
 }
 
-// lostReply reports whether our pending list holds an entry between the last
-// one read and what the ">" read just returned (msgs, maybe none). That
-// happens when Redis served a read whose reply never arrived and go-redis
-// retried the command on a new connection (it does for EOF): the retry reads
-// later entries, and the lost ones would wait in the pending list until the
-// next restart. One non-blocking read per batch rules it out.
-func (c *consumer) lostReply(ctx context.Context, msgs []redis.XMessage) (bool, error) {
+// pendingAfterLastRead queues a read of the oldest entry of our pending
+// list after the last one read.
+func (c *consumer) pendingAfterLastRead(ctx context.Context, pipe redis.Pipeliner) *redis.XStreamSliceCmd {
 	cfg := &c.s.cfg
-	res, err := c.s.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+	return pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group:    cfg.Group,
 		Consumer: cfg.Consumer,
 		Streams:  []string{cfg.Stream, c.resumeCursor()},
 		Count:    1,
 		Block:    -1,
-	}).Result()
+	})
+}
+
+// lostReply reports, from check (pendingAfterLastRead, run right after the
+// ">" read that returned msgs), whether our pending list holds an entry
+// between the last one read and msgs (maybe none). That happens when Redis
+// served a read whose reply never arrived and go-redis retried the command on
+// a new connection (it does for EOF): the retry reads later entries, and the
+// lost ones would wait in the pending list until the next restart. A retry
+// of the whole pipeline runs the check again after the retried read, so it
+// still sees what the lost reply held.
+func lostReply(check *redis.XStreamSliceCmd, msgs []redis.XMessage) (bool, error) {
+	res, err := check.Result()
 	if err != nil {
 		if errors.Is(err, redis.Nil) {
 			return false, nil
