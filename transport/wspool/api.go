@@ -49,10 +49,12 @@ var ErrUnavailable = errors.New("temporarily unavailable")
 // implements it; there is no per-connection frame queue.
 type Source interface {
 	// Pull appends complete WebSocket frames that are ready for this connection
-	// to bufs and returns the extended slice, stopping once about maxBytes were
-	// added (always at least one frame when any is ready). Frames are shared and
-	// read-only: the pool never modifies or recycles them. Pull is never called
-	// concurrently for one connection, and never called after Closed.
+	// to bufs and returns the extended slice, stopping once maxBytes or more
+	// were added (always at least one frame when any is ready). Adding fewer
+	// than maxBytes means nothing more was ready: the pool does not ask again
+	// until the next Wake. Frames are shared and read-only: the pool never
+	// modifies or recycles them. Pull is never called concurrently for one
+	// connection, and never called after Closed.
 	Pull(bufs [][]byte, maxBytes int) [][]byte
 	// Closed tells the core the connection is gone. It is called exactly once,
 	// also when the upgrade fails after a successful AcceptFunc.

@@ -102,11 +102,10 @@ func (c *Conn) Close(code int, reason string) {
 func (c *Conn) RemoteIP() string { return c.ip }
 
 // schedule sets bits and queues the connection unless it is queued, running
-// or dead. The run queue holds each connection at most once and has room
-// for every connection, so the send never blocks.
+// or dead; the push never blocks.
 func (c *Conn) schedule(bits uint32) {
 	if old := c.state.Or(bits | stSched); old&(stSched|stDead) == 0 {
-		c.s.queue <- c
+		c.s.runq.push(c)
 	}
 }
 
@@ -122,7 +121,7 @@ func (c *Conn) run(w *worker) {
 		}
 		if pass == maxPasses {
 			c.state.Or(bits)
-			c.s.queue <- c
+			c.s.runq.push(c)
 			return
 		}
 		if !c.process(w, bits) {
@@ -134,7 +133,10 @@ func (c *Conn) run(w *worker) {
 // process handles one set of bits; it reports false once torn down.
 func (c *Conn) process(w *worker, bits uint32) bool {
 	cfg := &c.s.cfg
-	now := time.Now().UnixNano()
+	var now int64 // unix ns; read only when needed: a plain delivery does not
+	if bits&^(stWake|stWrite) != 0 {
+		now = time.Now().UnixNano()
+	}
 	if bits&stKill != 0 {
 		c.teardown(1006, true)
 		return false
@@ -194,7 +196,7 @@ func (c *Conn) slowClose(w *worker, now int64) bool {
 
 // flush writes pending bytes, control frames, then frames pulled from the
 // source, with one writev per round; it never blocks. It reports false once
-// torn down.
+// torn down. now may be 0 (not read yet).
 func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 	if len(c.pending) > 0 && !writable {
 		// Blocked on a full socket: only an EPOLLOUT edge (or a close)
@@ -216,11 +218,16 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 			bufs = append(bufs, c.ctrl)
 			c.ctrl = nil
 		}
-		pulled := false
+		pulled, exhausted := false, false
 		if !hadPending && !c.closeQueued && (cr == nil || c.draining) && c.src != nil {
 			n0 := len(bufs)
 			bufs = c.src.Pull(bufs, cfg.MaxWriteBatch)
 			pulled = len(bufs) > n0
+			size := 0
+			for _, b := range bufs[n0:] {
+				size += len(b)
+			}
+			exhausted = size < cfg.MaxWriteBatch
 		}
 		if cr != nil && !c.closeQueued && !pulled {
 			bufs = append(bufs, closeFrame(cr.code, cr.reason))
@@ -248,6 +255,9 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 			c.pending = append([][]byte(nil), rest...)
 			clear(bufs)
 			w.bufs = bufs[:0]
+			if now == 0 {
+				now = time.Now().UnixNano()
+			}
 			if written > 0 || c.stallSince.Load() == 0 {
 				c.stallSince.Store(now)
 				c.s.timers.set(c, now+int64(cfg.WriteTimeout))
@@ -256,12 +266,23 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 		}
 		clear(bufs)
 		w.bufs = bufs[:0]
-		c.stallSince.Store(0)
+		if c.stallSince.Load() != 0 {
+			c.stallSince.Store(0)
+		}
 		if c.closeQueued {
+			if now == 0 {
+				now = time.Now().UnixNano()
+			}
 			c.enterClosing(now)
 			return true
 		}
 		if !pulled && !hadPending {
+			return true
+		}
+		if pulled && exhausted && cr == nil {
+			// A Pull that stopped short of maxBytes had nothing more;
+			// whatever is added later comes with a Wake. Asking again would
+			// cost every delivery a second Pull.
 			return true
 		}
 	}
@@ -289,13 +310,14 @@ func (c *Conn) enterClosing(now int64) {
 // client frames. It reports false on EOF or a read error.
 func (c *Conn) readFrames(w *worker, now int64) bool {
 	for i := 0; i < maxReadsPerPass; i++ {
-		n, err := unix.Read(int(c.fd), w.rbuf)
+		r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(c.fd), uintptr(unsafe.Pointer(&w.rbuf[0])), uintptr(len(w.rbuf)))
+		n := int(r)
 		switch {
-		case err == unix.EAGAIN:
+		case e == unix.EAGAIN:
 			return true
-		case err == unix.EINTR:
+		case e == unix.EINTR:
 			continue
-		case err != nil || n <= 0:
+		case e != 0 || n <= 0:
 			return false
 		}
 		c.lastRead.Store(now)
@@ -581,6 +603,11 @@ func (c *Conn) teardown(code int, reset bool) {
 }
 
 // worker holds one pool goroutine's scratch buffers, reused for every job.
+//
+// Its reads and writes are raw system calls: the descriptors are
+// non-blocking, so a call never waits, and the runtime's bookkeeping for a
+// call that might (entersyscall/exitsyscall, which lets another goroutine
+// have the P meanwhile) would only add to every delivery.
 type worker struct {
 	bufs [][]byte
 	iov  []unix.Iovec
@@ -613,7 +640,7 @@ func (w *worker) writev(fd int, bufs [][]byte) (done, written int, rest [][]byte
 		}
 		n := 0
 		if want > 0 {
-			r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+			r, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
 			clear(iov) // drop references to the frames
 			switch e {
 			case 0:

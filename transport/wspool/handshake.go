@@ -369,7 +369,7 @@ func (s *Server) register(c *Conn, nc net.Conn, extra []byte) bool {
 	}
 	// Hand the job (stSched is still ours) to the workers.
 	c.state.Or(stRead | stWake)
-	s.queue <- c
+	s.runq.push(c)
 	return true
 }
 

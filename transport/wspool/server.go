@@ -24,16 +24,17 @@ import (
 // MaxHandshakes and HandshakeTimeout). An upgraded connection has none.
 //
 // Locks: Server.mu (slots, per-IP counts, handshakes), poller.mu (fd →
-// Conn) and timers.mu (the heap) are all leaves: none is held while taking
-// another or while touching a socket. The poll loop holds poller.mu's read
-// lock while scheduling, which is a non-blocking channel send. Conn has no
+// Conn), runQueue.mu and timers.mu (the heap) are all leaves but one: the
+// poll loop holds poller.mu's read lock while scheduling, which takes
+// runQueue.mu for a push that never blocks. None is held while touching a
+// socket. Conn has no
 // lock at all: its socket belongs to whichever job holds stSched.
 type Server struct {
 	cfg     Config
 	ln      net.Listener
 	poller  *poller
 	timers  *timers
-	queue   chan *Conn // run queue; cap covers every connection once
+	runq    *runQueue
 	httpLn  *chanListener
 	httpSrv *http.Server
 	log     *zap.Logger
@@ -49,7 +50,6 @@ type Server struct {
 	emptyCh    chan struct{}         // closed when nconn drops to 0; guarded by mu
 
 	done      chan struct{}
-	stopWork  chan struct{} // closed once no connection is left to run
 	acceptWG  sync.WaitGroup
 	wg        sync.WaitGroup // loops and workers
 	hsWG      sync.WaitGroup // handshakes
@@ -83,13 +83,12 @@ func New(cfg Config) (*Server, error) {
 		ln:           ln,
 		poller:       p,
 		timers:       newTimers(),
-		queue:        make(chan *Conn, cfg.MaxConnections+cfg.MaxHandshakes),
+		runq:         newRunQueue(),
 		log:          cfg.Logger,
 		handshakeSem: make(chan struct{}, cfg.MaxHandshakes),
 		perIP:        make(map[string]int),
 		handshakes:   make(map[net.Conn]struct{}),
 		done:         make(chan struct{}),
-		stopWork:     make(chan struct{}),
 	}
 	s.httpLn = newChanListener(ln.Addr())
 	h := cfg.HTTPHandler
@@ -119,17 +118,7 @@ func (s *Server) Start() error {
 	}
 	s.startOnce.Do(func() {
 		for i := 0; i < s.cfg.Workers; i++ {
-			s.wg.Go(func() {
-				w := newWorker()
-				for {
-					select {
-					case c := <-s.queue:
-						c.run(w)
-					case <-s.stopWork:
-						return
-					}
-				}
-			})
+			s.wg.Go(s.work)
 		}
 		s.wg.Go(s.poller.run)
 		s.wg.Go(func() { s.timers.run(s.done) })
@@ -137,6 +126,23 @@ func (s *Server) Start() error {
 		s.acceptWG.Go(s.acceptLoop)
 	})
 	return nil
+}
+
+// work is a pool worker: it runs the connections of the run queue, a batch
+// at a time, until Close.
+func (s *Server) work() {
+	w := newWorker()
+	batch := make([]*Conn, 0, runBatch)
+	for {
+		batch = s.runq.take(batch[:0])
+		if len(batch) == 0 {
+			return
+		}
+		for i, c := range batch {
+			c.run(w)
+			batch[i] = nil
+		}
+	}
 }
 
 func (s *Server) acceptLoop() {
@@ -286,9 +292,7 @@ func (s *Server) Close() error {
 		cancel()
 		_ = s.httpSrv.Close()
 		s.httpLn.Close()
-		// The queue is never closed: a late Wake may still send to it, and
-		// it has room for every connection.
-		close(s.stopWork)
+		s.runq.stop()
 		s.poller.wakeup()
 		s.wg.Wait()
 		s.poller.close()
