@@ -27,8 +27,8 @@ import (
 // Conn), runQueue.mu and timers.mu (the heap) are all leaves but one: the
 // poll loop holds poller.mu's read lock while scheduling, which takes
 // runQueue.mu for a push that never blocks. None is held while touching a
-// socket. Conn has no
-// lock at all: its socket belongs to whichever job holds stSched.
+// socket. Conn has no lock at all: its socket belongs to whichever job
+// holds stSched.
 type Server struct {
 	cfg     Config
 	ln      net.Listener
