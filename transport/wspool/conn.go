@@ -53,11 +53,12 @@ type closeReq struct {
 // Source.Closed the core may call Wake and Close from any goroutine; neither
 // blocks. Everything else is owned by the job currently holding stSched.
 type Conn struct {
-	// Fields are ordered to leave no padding holes: 200 bytes, allocated in
-	// the 208-byte size class (it was 240 with a net.Conn and int fields).
+	// Fields are ordered to leave no padding holes: 128 bytes, a size class
+	// of its own (it was 200 before the rarely used buffers moved to
+	// connIO, and 240 with a net.Conn and int fields).
 	s        *Server
 	src      Source
-	ip       string
+	ip       ipKey                    // no string per connection; RemoteIP formats it
 	closeReq atomic.Pointer[closeReq] // first request wins
 
 	expires    int64        // token expiry, unix ns (0: none); set before registration
@@ -73,17 +74,38 @@ type Conn struct {
 	tIdx  int32 // timers.mu
 
 	// Owned by the running job.
-	sentCode    int32    // code of our close frame
-	pending     [][]byte // unwritten rest of the last writev; nil when idle
-	ctrl        []byte   // pongs and close frames to send before pulling
-	partial     []byte   // an incomplete client frame; nil when idle
-	msgLen      int      // bytes of the fragmented message so far
-	inMsg       bool     // inside a fragmented text message
+	sentCode    int32   // code of our close frame
+	io          *connIO // nil while there is nothing half done: most of the time
 	pingDue     bool
 	draining    bool
 	closeQueued bool // our close frame is in ctrl or pending
 	closing     bool // our close frame is out; waiting for the peer
 	peerClosed  bool // the peer sent a close frame
+}
+
+// connIO is what a connection holds only while a write or a read is half
+// done: an idle connection does not carry it. Owned by the running job.
+type connIO struct {
+	pending [][]byte // unwritten rest of the last writev
+	ctrl    []byte   // pongs to send before pulling
+	partial []byte   // an incomplete client frame
+	msgLen  int      // bytes of the fragmented message so far
+	inMsg   bool     // inside a fragmented text message
+}
+
+// ioState returns the connection's connIO, making it when absent.
+func (c *Conn) ioState() *connIO {
+	if c.io == nil {
+		c.io = &connIO{}
+	}
+	return c.io
+}
+
+// releaseIO drops the connIO once nothing in it is half done.
+func (c *Conn) releaseIO() {
+	if x := c.io; x != nil && x.pending == nil && x.ctrl == nil && x.partial == nil && !x.inMsg {
+		c.io = nil
+	}
 }
 
 // Wake says the source may have frames. It never blocks; a Wake while the
@@ -99,7 +121,10 @@ func (c *Conn) Close(code int, reason string) {
 }
 
 // RemoteIP is the client's IP address as the socket sees it.
-func (c *Conn) RemoteIP() string { return c.ip }
+func (c *Conn) RemoteIP() string { return c.ip.String() }
+
+// inMsg reports whether the client is inside a fragmented text message.
+func (c *Conn) inMsg() bool { return c.io != nil && c.io.inMsg }
 
 // schedule sets bits and queues the connection unless it is queued, running
 // or dead; the push never blocks.
@@ -198,7 +223,7 @@ func (c *Conn) slowClose(w *worker, now int64) bool {
 // source, with one writev per round; it never blocks. It reports false once
 // torn down. now may be 0 (not read yet).
 func (c *Conn) flush(w *worker, writable bool, now int64) bool {
-	if len(c.pending) > 0 && !writable {
+	if c.io != nil && len(c.io.pending) > 0 && !writable {
 		// Blocked on a full socket: only an EPOLLOUT edge (or a close)
 		// makes trying again worthwhile, and pulling more would grow
 		// pending without bound.
@@ -206,18 +231,22 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 	}
 	cfg := &c.s.cfg
 	for round := 0; round < 4; round++ {
-		bufs := append(w.bufs[:0], c.pending...)
-		hadPending := len(c.pending) > 0
-		c.pending = nil
+		bufs, hadPending := w.bufs[:0], false
+		if x := c.io; x != nil {
+			bufs = append(bufs, x.pending...)
+			hadPending = len(x.pending) > 0
+			x.pending = nil
+		}
 		cr := c.closeReq.Load()
 		if c.pingDue && cr == nil {
 			bufs = append(bufs, pingFrame)
 		}
 		c.pingDue = false
-		if c.ctrl != nil {
-			bufs = append(bufs, c.ctrl)
-			c.ctrl = nil
+		if x := c.io; x != nil && x.ctrl != nil {
+			bufs = append(bufs, x.ctrl)
+			x.ctrl = nil
 		}
+		c.releaseIO()
 		pulled, exhausted := false, false
 		if !hadPending && !c.closeQueued && (cr == nil || c.draining) && c.src != nil {
 			n0 := len(bufs)
@@ -252,7 +281,7 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 		if len(rest) > 0 {
 			// Allocates only when the socket is full; the frames themselves
 			// are shared and only resliced.
-			c.pending = append([][]byte(nil), rest...)
+			c.ioState().pending = append([][]byte(nil), rest...)
 			clear(bufs)
 			w.bufs = bufs[:0]
 			if now == 0 {
@@ -334,17 +363,18 @@ func (c *Conn) readFrames(w *worker, now int64) bool {
 // last read; the incomplete tail is copied (the read buffer belongs to the
 // worker) and kept until the next read.
 func (c *Conn) consume(data []byte, maxMsg int) {
-	if len(c.partial) > 0 {
-		c.partial = append(c.partial, data...)
-		data = c.partial
+	if c.io != nil && len(c.io.partial) > 0 {
+		c.io.partial = append(c.io.partial, data...)
+		data = c.io.partial
 	}
 	used := c.handleFrames(data, maxMsg)
 	if rest := data[used:]; len(rest) > 0 && c.closeReq.Load() == nil {
 		p := make([]byte, len(rest), max(len(rest), 256))
 		copy(p, rest)
-		c.partial = p
-	} else {
-		c.partial = nil
+		c.ioState().partial = p
+	} else if c.io != nil {
+		c.io.partial = nil
+		c.releaseIO()
 	}
 }
 
@@ -370,9 +400,9 @@ func (c *Conn) handleFrames(data []byte, maxMsg int) int {
 		payload := data[off+h.hlen : end]
 		switch h.op {
 		case opPing:
-			if len(c.ctrl)+2+len(payload) <= maxCtrlBytes {
-				c.ctrl = append(c.ctrl, 0x80|opPong, byte(len(payload)))
-				c.ctrl = appendUnmasked(c.ctrl, payload, h.mask)
+			if x := c.ioState(); len(x.ctrl)+2+len(payload) <= maxCtrlBytes {
+				x.ctrl = append(x.ctrl, 0x80|opPong, byte(len(payload)))
+				x.ctrl = appendUnmasked(x.ctrl, payload, h.mask)
 			}
 		case opClose:
 			c.peerClosed = true
@@ -390,10 +420,13 @@ func (c *Conn) handleFrames(data []byte, maxMsg int) int {
 			c.closeReq.CompareAndSwap(nil, &closeReq{code: code, reason: why})
 		case opText, opCont:
 			// Client text is not needed by the contract: ignored.
-			c.msgLen = c.msgLenBefore(h) + int(h.plen)
-			c.inMsg = !h.fin
-			if h.fin {
-				c.msgLen = 0
+			if !h.fin || c.inMsg() {
+				x := c.ioState()
+				x.msgLen = c.msgLenBefore(h) + int(h.plen)
+				x.inMsg = !h.fin
+				if h.fin {
+					x.msgLen = 0
+				}
 			}
 		}
 		off = end
@@ -403,8 +436,8 @@ func (c *Conn) handleFrames(data []byte, maxMsg int) int {
 
 // msgLenBefore is the size of the message h continues.
 func (c *Conn) msgLenBefore(h frameHeader) int {
-	if h.op == opCont {
-		return c.msgLen
+	if h.op == opCont && c.io != nil {
+		return c.io.msgLen
 	}
 	return 0
 }
@@ -428,11 +461,11 @@ func (c *Conn) checkFrame(h frameHeader, maxMsg int) (int, string) {
 	case opBinary:
 		return CloseUnsupported, "binary frames not supported"
 	case opText:
-		if c.inMsg {
+		if c.inMsg() {
 			return CloseProtocolError, "text frame inside a fragmented message"
 		}
 	case opCont:
-		if !c.inMsg {
+		if !c.inMsg() {
 			return CloseProtocolError, "continuation without a message"
 		}
 	default:
@@ -598,7 +631,7 @@ func (c *Conn) teardown(code int, reset bool) {
 	if c.src != nil {
 		c.src.Closed()
 	}
-	c.pending, c.ctrl, c.partial = nil, nil, nil
+	c.io = nil
 	s.connGone(c, code)
 }
 

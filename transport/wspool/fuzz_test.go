@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"io"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -62,7 +63,7 @@ func FuzzHandshake(f *testing.F) {
 	f.Add([]byte("GET /wsx HTTP/1.1\r\n\r\n"))
 	h := &Server{cfg: Config{Auth: NewNoneAuthenticator(), ValidateName: bridge.ValidateName, Accept: func(*Request) (Source, error) { return &testSource{}, nil }}}
 	h.cfg.setDefaults()
-	h.perIP = map[string]int{}
+	h.perIP = map[ipKey]int{}
 	h.cfg.AllowedOrigins = nil
 	f.Fuzz(func(t *testing.T, data []byte) {
 		buf := make([]byte, 1024)
@@ -79,9 +80,10 @@ func FuzzHandshake(f *testing.F) {
 			OnHost:    func(b []byte) error { st.host = string(b); return nil },
 			OnHeader:  st.onHeader,
 			OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
-				c, slot, r := h.decide(&st, nil, "192.0.2.1")
+				ip := ipKey(netip.MustParseAddr("192.0.2.1").As16())
+				c, slot, r := h.decide(&st, nil, ip)
 				if slot {
-					h.releaseSlot("192.0.2.1")
+					h.releaseSlot(ip)
 				}
 				if r != nil {
 					if r.status != 400 && r.status != 401 && r.status != 403 && r.status != 503 {
@@ -124,24 +126,33 @@ func FuzzReadFrame(f *testing.F) {
 		cut := int(split) % (len(data) + 1)
 		c.consume(data[:cut], int(maxMsg))
 		c.consume(data[cut:], int(maxMsg))
-		if len(c.ctrl) > maxCtrlBytes {
-			t.Fatalf("ctrl %d bytes", len(c.ctrl))
+		cio := ioOf(c)
+		if len(cio.ctrl) > maxCtrlBytes {
+			t.Fatalf("ctrl %d bytes", len(cio.ctrl))
 		}
 		if cr := c.closeReq.Load(); cr == nil {
-			if c.msgLen > int(maxMsg) {
-				t.Fatalf("message %d over %d without close", c.msgLen, maxMsg)
+			if cio.msgLen > int(maxMsg) {
+				t.Fatalf("message %d over %d without close", cio.msgLen, maxMsg)
 			}
-			if len(c.partial) > int(maxMsg)+14+len(data) {
-				t.Fatalf("partial %d", len(c.partial))
+			if len(cio.partial) > int(maxMsg)+14+len(data) {
+				t.Fatalf("partial %d", len(cio.partial))
 			}
-		} else if c.partial != nil {
+		} else if cio.partial != nil {
 			t.Fatal("partial kept after close request")
 		}
 		// One pass over the whole input must agree with two.
 		d := &Conn{}
 		d.consume(data, int(maxMsg))
-		if (c.closeReq.Load() == nil) != (d.closeReq.Load() == nil) || !bytes.Equal(c.ctrl, d.ctrl) {
+		if (c.closeReq.Load() == nil) != (d.closeReq.Load() == nil) || !bytes.Equal(cio.ctrl, ioOf(d).ctrl) {
 			t.Fatalf("split changes the outcome: %v/%v", c.closeReq.Load(), d.closeReq.Load())
 		}
 	})
+}
+
+// ioOf is c's half-done state, empty when it holds none.
+func ioOf(c *Conn) connIO {
+	if c.io == nil {
+		return connIO{}
+	}
+	return *c.io
 }

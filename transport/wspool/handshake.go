@@ -208,7 +208,7 @@ func (s *Server) upgrade(nc net.Conn, head, extra []byte) bool {
 		c       *Conn
 		slot    bool
 		refused *refusal
-		ip      = remoteIP(nc)
+		ip      = ipKeyOf(nc)
 	)
 	u := ws.Upgrader{
 		// gobwas reads the head we already hold through a pooled bufio.Reader:
@@ -232,10 +232,10 @@ func (s *Server) upgrade(nc net.Conn, head, extra []byte) bool {
 	if err != nil {
 		if refused != nil {
 			s.cfg.Hooks.HandshakeRefused(refused.status, refused.label)
-			s.log.Debug("handshake refused", zap.Int("status", refused.status), zap.String("reason", refused.reason), zap.String("ip", ip))
+			s.log.Debug("handshake refused", zap.Int("status", refused.status), zap.String("reason", refused.reason), zap.Stringer("ip", ip))
 		} else {
 			s.cfg.Hooks.HandshakeRefused(400, RefusedBadRequest)
-			s.log.Debug("bad handshake", zap.Error(err), zap.String("ip", ip))
+			s.log.Debug("bad handshake", zap.Error(err), zap.Stringer("ip", ip))
 		}
 		if c != nil && c.src != nil {
 			c.src.Closed()
@@ -256,7 +256,7 @@ func (s *Server) upgrade(nc net.Conn, head, extra []byte) bool {
 }
 
 // decide runs the checks; on success it returns the accepted connection.
-func (s *Server) decide(st *hsState, nc net.Conn, ip string) (*Conn, bool, *refusal) {
+func (s *Server) decide(st *hsState, nc net.Conn, ip ipKey) (*Conn, bool, *refusal) {
 	if s.draining.Load() {
 		return nil, false, &refusal{503, RefusedDraining, "draining"}
 	}
@@ -387,17 +387,6 @@ func (r rw) Write(p []byte) (int, error) {
 		return r.w.Write(p)
 	}
 	return r.Conn.Write(p)
-}
-
-func remoteIP(nc net.Conn) string {
-	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-		return a.IP.String()
-	}
-	host, _, err := net.SplitHostPort(nc.RemoteAddr().String())
-	if err != nil {
-		return nc.RemoteAddr().String()
-	}
-	return host
 }
 
 // originAllowed applies contract §2: no Origin passes; "*" allows all; an

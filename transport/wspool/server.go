@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -45,7 +46,7 @@ type Server struct {
 	closed       atomic.Bool
 
 	mu         sync.Mutex
-	perIP      map[string]int        // guarded by mu
+	perIP      map[ipKey]int         // guarded by mu
 	handshakes map[net.Conn]struct{} // in flight; guarded by mu
 	emptyCh    chan struct{}         // closed when nconn drops to 0; guarded by mu
 
@@ -86,7 +87,7 @@ func New(cfg Config) (*Server, error) {
 		runq:         newRunQueue(),
 		log:          cfg.Logger,
 		handshakeSem: make(chan struct{}, cfg.MaxHandshakes),
-		perIP:        make(map[string]int),
+		perIP:        make(map[ipKey]int),
 		handshakes:   make(map[net.Conn]struct{}),
 		done:         make(chan struct{}),
 	}
@@ -193,8 +194,22 @@ func (s *Server) connGone(c *Conn, code int) {
 	s.cfg.Hooks.ConnClosed(code)
 }
 
+// ipKey is a client's IP address, IPv4 mapped into IPv6: a fixed-size value,
+// so a connection and the per-IP count hold no string of it.
+type ipKey [16]byte
+
+func (k ipKey) String() string { return netip.AddrFrom16(k).Unmap().String() }
+
+// ipKeyOf is the IP address of a connection's remote end.
+func ipKeyOf(nc net.Conn) ipKey {
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().As16()
+	}
+	return ipKey{} // not an IP socket (tests): all such clients share one key
+}
+
 // takeSlot reserves a connection slot for ip; it reports the refusal reason.
-func (s *Server) takeSlot(ip string) string {
+func (s *Server) takeSlot(ip ipKey) string {
 	if n := s.nconn.Add(1); n > int64(s.cfg.MaxConnections) {
 		s.nconn.Add(-1)
 		return "max_connections"
@@ -212,7 +227,7 @@ func (s *Server) takeSlot(ip string) string {
 	return ""
 }
 
-func (s *Server) releaseSlot(ip string) {
+func (s *Server) releaseSlot(ip ipKey) {
 	s.mu.Lock()
 	if s.cfg.MaxConnectionsPerIP > 0 {
 		if s.perIP[ip]--; s.perIP[ip] <= 0 {
