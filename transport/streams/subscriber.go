@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -163,7 +165,7 @@ func (c *consumer) run(ctx context.Context) {
 		var (
 			res   []redis.XStream
 			err   error
-			check *redis.XStreamSliceCmd
+			check *redis.XPendingExtCmd
 		)
 		if pending {
 			res, err = c.s.client.XReadGroup(ctx, &args).Result()
@@ -260,17 +262,39 @@ func (c *consumer) deliverLoop(ctx context.Context) {
 	}
 }
 
-// pendingAfterLastRead queues a read of the oldest entry of our pending
-// list after the last one read.
-func (c *consumer) pendingAfterLastRead(ctx context.Context, pipe redis.Pipeliner) *redis.XStreamSliceCmd {
+// pendingAfterLastRead queues a look-up of the oldest entry of our pending
+// list after the last one read. XPENDING answers with the id alone, not the
+// entry's fields, so the check costs Redis and the decoder next to nothing.
+func (c *consumer) pendingAfterLastRead(ctx context.Context, pipe redis.Pipeliner) *redis.XPendingExtCmd {
 	cfg := &c.s.cfg
-	return pipe.XReadGroup(ctx, &redis.XReadGroupArgs{
+	start := "-"
+	if c.lastRead != "" {
+		start = idAfter(c.lastRead)
+	}
+	return pipe.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream:   cfg.Stream,
 		Group:    cfg.Group,
-		Consumer: cfg.Consumer,
-		Streams:  []string{cfg.Stream, c.resumeCursor()},
+		Start:    start,
+		End:      "+",
 		Count:    1,
-		Block:    -1,
+		Consumer: cfg.Consumer,
 	})
+}
+
+// idAfter is the smallest stream id greater than id ("ms-seq", as Redis
+// returned it), as an inclusive range start: exclusive ranges need Redis
+// 6.2, and the embedded Redis does not take them.
+func idAfter(id string) string {
+	msPart, seqPart, _ := strings.Cut(id, "-")
+	ms, err1 := strconv.ParseUint(msPart, 10, 64)
+	seq, err2 := strconv.ParseUint(seqPart, 10, 64)
+	if err1 != nil || err2 != nil {
+		return "(" + id // never from Redis; exclusive, for Redis 6.2 and later
+	}
+	if seq == math.MaxUint64 {
+		return strconv.FormatUint(ms+1, 10) + "-0"
+	}
+	return msPart + "-" + strconv.FormatUint(seq+1, 10)
 }
 
 // lostReply reports, from check (pendingAfterLastRead, run right after the
@@ -281,7 +305,7 @@ func (c *consumer) pendingAfterLastRead(ctx context.Context, pipe redis.Pipeline
 // lost ones would wait in the pending list until the next restart. A retry
 // of the whole pipeline runs the check again after the retried read, so it
 // still sees what the lost reply held.
-func lostReply(check *redis.XStreamSliceCmd, msgs []redis.XMessage) (bool, error) {
+func lostReply(check *redis.XPendingExtCmd, msgs []redis.XMessage) (bool, error) {
 	res, err := check.Result()
 	if err != nil {
 		if errors.Is(err, redis.Nil) {
@@ -289,11 +313,10 @@ func lostReply(check *redis.XStreamSliceCmd, msgs []redis.XMessage) (bool, error
 		}
 		return false, err
 	}
-	if len(res) == 0 || len(res[0].Messages) == 0 {
+	if len(res) == 0 {
 		return false, nil
 	}
-	oldest := res[0].Messages[0].ID
-	return len(msgs) == 0 || oldest != msgs[0].ID, nil
+	return len(msgs) == 0 || res[0].ID != msgs[0].ID, nil
 }
 
 func (c *consumer) resumeCursor() string {
