@@ -23,33 +23,55 @@ const (
 // yet examined, unless that event was not newer than its pos (a cursor that
 // came from a node further along).
 //
+// A connected user's list exists from its connect, mostly empty: it holds
+// the connection for wakes. Its slots are made on its first event, so such a
+// list is 64 bytes (a size class) and its name.
+//
 // Guarded by window.mu.
 type plist struct {
-	slots []uint64 // absolute log positions, oldest first; live from off
-	off   int
-	base  uint64 // absolute index of slots[off]
+	q    *slotQueue // nil until the list's first event
+	base uint64     // absolute index of its oldest live entry
 	// evicted is the id of the newest event evicted from this list: a cursor
 	// whose next index is below base lost an event only if its pos is older.
 	evicted ID
 	name    string
 	conns   connSet // cursors reading this list (not for broadcast); a read list is never deleted
-	kind    RecipientKind
 }
 
-func (l *plist) len() int           { return len(l.slots) - l.off }
-func (l *plist) end() uint64        { return l.base + uint64(l.len()) }
-func (l *plist) at(i uint64) uint64 { return l.slots[l.off+int(i-l.base)] }
+// slotQueue is a list's absolute log positions, oldest first, live from off.
+type slotQueue struct {
+	slots []uint64
+	off   int
+}
 
-func (l *plist) push(p uint64) { l.slots = append(l.slots, p) }
+func (l *plist) len() int {
+	if l.q == nil {
+		return 0
+	}
+	return len(l.q.slots) - l.q.off
+}
+
+func (l *plist) end() uint64        { return l.base + uint64(l.len()) }
+func (l *plist) at(i uint64) uint64 { return l.q.slots[l.q.off+int(i-l.base)] }
+func (l *plist) newest() uint64     { return l.q.slots[len(l.q.slots)-1] }
+func (l *plist) oldest() uint64     { return l.q.slots[l.q.off] }
+
+func (l *plist) push(p uint64) {
+	if l.q == nil {
+		l.q = &slotQueue{}
+	}
+	l.q.slots = append(l.q.slots, p)
+}
 
 func (l *plist) popFront() {
-	l.off++
+	q := l.q
+	q.off++
 	l.base++
-	if l.off == len(l.slots) {
-		l.slots, l.off = l.slots[:0], 0
-	} else if l.off >= 32 && l.off*2 >= len(l.slots) {
-		n := copy(l.slots, l.slots[l.off:])
-		l.slots, l.off = l.slots[:n], 0
+	if q.off == len(q.slots) {
+		q.slots, q.off = q.slots[:0], 0
+	} else if q.off >= 32 && q.off*2 >= len(q.slots) {
+		n := copy(q.slots, q.slots[q.off:])
+		q.slots, q.off = q.slots[:n], 0
 	}
 }
 
@@ -83,7 +105,7 @@ func newWindow(limit int64) *window {
 		limit:  limit,
 		users:  make(map[string]*plist),
 		groups: make(map[string]*plist),
-		all:    &plist{kind: KindBroadcast},
+		all:    &plist{},
 	}
 }
 
@@ -115,16 +137,17 @@ func (w *window) listLocked(kind RecipientKind, name string, create bool) *plist
 	if l := m[name]; l != nil || !create {
 		return l
 	}
-	l := &plist{kind: kind, name: strings.Clone(name)}
+	l := &plist{name: strings.Clone(name)}
 	m[l.name] = l
 	return l
 }
 
+// dropListLocked deletes a user's or group's list (a user and a group may
+// share a name: the map that holds this very list loses it).
 func (w *window) dropListLocked(l *plist) {
-	switch l.kind {
-	case KindUser:
+	if w.users[l.name] == l {
 		delete(w.users, l.name)
-	case KindGroup:
+	} else if w.groups[l.name] == l {
 		delete(w.groups, l.name)
 	}
 }
@@ -140,7 +163,7 @@ func (w *window) appendLocked(ev *Event) int {
 	ForEachRecipient(ev.To, func(kind RecipientKind, name string) {
 		l := w.listLocked(kind, name, true)
 		n := l.len()
-		if n > 0 && l.slots[len(l.slots)-1] == p {
+		if n > 0 && l.newest() == p {
 			return // named twice in to: one slot, one delivery
 		}
 		if n == 0 {
@@ -168,7 +191,7 @@ func (w *window) evictOldestLocked() {
 	cost := int64(ev.Size()) + slotBytes
 	ForEachRecipient(ev.To, func(kind RecipientKind, name string) {
 		l := w.listLocked(kind, name, false)
-		if l == nil || l.len() == 0 || l.slots[l.off] != p {
+		if l == nil || l.len() == 0 || l.oldest() != p {
 			return // named twice: already popped
 		}
 		l.popFront()
@@ -176,7 +199,7 @@ func (w *window) evictOldestLocked() {
 		cost += slotBytes
 		if l.len() == 0 {
 			cost += listCost(l)
-			if l.conns.empty() && l.kind != KindBroadcast {
+			if l.conns.empty() && l != w.all {
 				w.dropListLocked(l)
 			}
 		}
