@@ -258,7 +258,11 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 			}
 			exhausted = size < cfg.MaxWriteBatch
 		}
-		if cr != nil && !c.closeQueued && !pulled {
+		// The close frame goes right after what is being written, except in
+		// a drain: there it waits until a pull finds the source empty, so
+		// nothing the source still holds is dropped behind it.
+		drainLeft := c.draining && hadPending && c.src != nil
+		if cr != nil && !c.closeQueued && !pulled && !drainLeft {
 			bufs = append(bufs, closeFrame(cr.code, cr.reason))
 			c.closeQueued = true
 			c.sentCode = int32(cr.code)

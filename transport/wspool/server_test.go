@@ -461,6 +461,54 @@ func TestDrain(t *testing.T) {
 	checkRefused(t, dialWS(t, h.addr(), "/ws?user=c"), 503, "draining")
 }
 
+// A drain that starts while a connection's socket is full must still write
+// everything its source holds before the close frame. (It used to queue the
+// close right after the unsent rest of the last write, dropping the frames
+// not yet pulled; TestDrainDeadlineKillsStalled caught it now and then.)
+func TestDrainWritesEverythingAfterAFullSocket(t *testing.T) {
+	h := newHarness(t, nil)
+	c := mustDial(t, h.addr(), "/ws?user=a")
+	a := h.conn("a")
+	const n = 300 // 18 MB: more than loopback buffers hold
+	payload := strings.Repeat("y", 60000)
+	frame := textFrame(payload)
+	for i := 0; i < n; i++ {
+		a.src.push(frame)
+	}
+	a.req.Conn.Wake()
+	eventually(t, 5*time.Second, func() error {
+		if h.hooks.bytes.Load() == 0 {
+			return errors.New("nothing written yet")
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond) // the socket fills; the rest waits as pending
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- h.s.Drain(ctx) }()
+	for i := 0; i < n; i++ {
+		f, err := c.readFrame(t, 5*time.Second)
+		if err != nil {
+			t.Fatalf("frame %d of %d: %v", i+1, n, err)
+		}
+		if f.Header.OpCode != ws.OpText || len(f.Payload) != len(payload) {
+			code, reason := ws.ParseCloseFrameData(f.Payload)
+			t.Fatalf("frame %d of %d: op %v (close %d %q), want the next event", i+1, n, f.Header.OpCode, code, reason)
+		}
+	}
+	c.expectClose(t, CloseGoingAway)
+	_ = c.nc.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Drain did not return")
+	}
+}
+
 func TestDrainDeadlineKillsStalled(t *testing.T) {
 	h := newHarness(t, nil)
 	c := mustDial(t, h.addr(), "/ws?user=a")
