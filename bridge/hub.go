@@ -311,7 +311,7 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 	w := h.w
 	w.mu.Lock()
 	// The lists keep their own copies of the names (the given ones may be
-	// slices of the handshake's request); the cursor and the registry use
+	// slices of the handshake's request); the cursor and the wake sets use
 	// those, so the connection holds no other copy.
 	c.lists = make([]listCursor, 0, len(gs)+2)
 	c.lists = append(c.lists, listCursor{l: w.listLocked(KindUser, user, true)})
