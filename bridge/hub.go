@@ -164,7 +164,7 @@ func (h *Hub) Warm(ctx context.Context) (newest ID, err error) {
 		if last.IsZero() {
 			break
 		}
-		before = prevID(last)
+		before = last.Prev()
 	}
 	if !full {
 		// Everything the stream holds is warmed: what is older was deleted.
@@ -207,21 +207,10 @@ func deletedBound(info StreamInfo) ID {
 	case info.MaxDeletedKnown:
 		return info.MaxDeletedID
 	case info.Length > 0:
-		return prevID(info.FirstID)
+		return info.FirstID.Prev()
 	default:
 		return info.LastGeneratedID
 	}
-}
-
-// prevID is the largest id smaller than id; 0-0 is returned unchanged.
-func prevID(id ID) ID {
-	switch {
-	case id.Seq > 0:
-		return ID{Ms: id.Ms, Seq: id.Seq - 1}
-	case id.Ms > 0:
-		return ID{Ms: id.Ms - 1, Seq: ^uint64(0)}
-	}
-	return id
 }
 
 // GroupRecreated tells the Hub that ingest lost its place: the consumer group
@@ -330,7 +319,7 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 	case ResumeAfterID:
 		c.pos = q.ID
 	case ResumeSince:
-		c.pos = prevID(ID{Ms: q.SinceMs})
+		c.pos = ID{Ms: q.SinceMs}.Prev()
 	}
 	c.resume = &resumeState{catchUpAt: head, caughtUpLast: head}
 	if q.Mode == ResumeAfterID && head.Less(q.ID) {

@@ -313,7 +313,7 @@ func TestGap(t *testing.T) {
 			t.Fatalf("got %s", c.summary())
 		}
 		first, _ := s.firstID()
-		c2 := accept(t, h, "u", nil, "last_event_id="+prevID(first).String(), "")
+		c2 := accept(t, h, "u", nil, "last_event_id="+first.Prev().String(), "")
 		c2.drain(t)
 		if len(c2.controls("gap")) != 0 || len(c2.ids()) != 4 {
 			t.Fatalf("resume right before the first entry: %s", c2.summary())

@@ -116,3 +116,15 @@ func (id ID) Next() ID {
 	}
 	return ID{Ms: id.Ms, Seq: id.Seq + 1}
 }
+
+// Prev returns the largest id smaller than id; 0-0 has none and is returned
+// unchanged.
+func (id ID) Prev() ID {
+	switch {
+	case id.Seq > 0:
+		return ID{Ms: id.Ms, Seq: id.Seq - 1}
+	case id.Ms > 0:
+		return ID{Ms: id.Ms - 1, Seq: ^uint64(0)}
+	}
+	return id
+}

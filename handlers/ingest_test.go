@@ -411,7 +411,7 @@ func TestStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, err = st.Info(ctxT(t))
-	if err != nil || info.FirstID != idd || info.MaxDeletedID != prev(idd) || !ida.Less(info.MaxDeletedID) {
+	if err != nil || info.FirstID != idd || info.MaxDeletedID != idd.Prev() || !ida.Less(info.MaxDeletedID) {
 		t.Fatalf("Info after XTRIM: %+v %v", info, err)
 	}
 	if err := c.XTrimMaxLen(ctxT(t), "s", 0).Err(); err != nil {

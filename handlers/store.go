@@ -102,21 +102,10 @@ func (s *Store) Info(ctx context.Context) (bridge.StreamInfo, error) {
 	case in.Length == 0:
 		out.MaxDeletedID = out.LastGeneratedID
 	default:
-		out.MaxDeletedID = prev(out.FirstID)
+		out.MaxDeletedID = out.FirstID.Prev()
 		if out.MaxDeletedID.Less(maxDeleted) {
 			out.MaxDeletedID = maxDeleted
 		}
 	}
 	return out, nil
-}
-
-// prev is the largest id below id (id itself for 0-0).
-func prev(id bridge.ID) bridge.ID {
-	switch {
-	case id.Seq > 0:
-		return bridge.ID{Ms: id.Ms, Seq: id.Seq - 1}
-	case id.Ms > 0:
-		return bridge.ID{Ms: id.Ms - 1, Seq: ^uint64(0)}
-	}
-	return id
 }

@@ -424,7 +424,7 @@ func (s *schedule) connect() error {
 		mode = bridge.ResumeSince
 		ms := s.hist[s.rnd.IntN(len(s.hist))].ID.Ms + uint64(s.rnd.IntN(2))
 		c.requested = bridge.ID{Ms: ms}
-		c.p = prevID(c.requested)
+		c.p = c.requested.Prev()
 		query = "since=" + strconv.FormatUint(ms, 10)
 	default:
 		// A future id is refused.
@@ -605,17 +605,6 @@ func addressedTo(e *bridge.Event, user string, groups []string) bool {
 		}
 	})
 	return found
-}
-
-// prevID is the largest id smaller than id; 0-0 is returned unchanged.
-func prevID(id bridge.ID) bridge.ID {
-	switch {
-	case id.Seq > 0:
-		return bridge.ID{Ms: id.Ms, Seq: id.Seq - 1}
-	case id.Ms > 0:
-		return bridge.ID{Ms: id.Ms - 1, Seq: ^uint64(0)}
-	}
-	return id
 }
 
 func (s *schedule) verify(c *propConn) error {
