@@ -9,11 +9,8 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
-
-	"github.com/schollz/progressbar/v3"
 )
 
 // summarizeLatency turns the merged histogram and reservoirs into the
@@ -396,51 +393,4 @@ func (res *Result) histogramSVG(w, h float64) string {
 	}
 	fmt.Fprintf(&b, `<text x="%v" y="%v">latency (ms)</text></svg>`, w/2-30, h-15)
 	return b.String()
-}
-
-// progress is a bar on terminals and a few plain lines elsewhere.
-type progress struct {
-	mu    sync.Mutex
-	bar   *progressbar.ProgressBar
-	out   io.Writer
-	label string
-	total int
-	done  int
-	next  int
-}
-
-func newProgress(o Options, total int, label string) *progress {
-	p := &progress{out: o.Progress, label: label, total: total, next: total / 4}
-	if o.Bar && o.Progress != nil {
-		p.bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(o.Progress), progressbar.OptionSetDescription(label),
-			progressbar.OptionShowCount(), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-	}
-	return p
-}
-
-func (p *progress) add(n int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.bar != nil {
-		_ = p.bar.Add(n)
-		return
-	}
-	if p.out == nil {
-		return
-	}
-	p.done += n
-	if p.done >= p.next && p.done < p.total {
-		fmt.Fprintf(p.out, "%s: %d/%d\n", p.label, p.done, p.total)
-		p.next += max(1, p.total/4)
-	}
-}
-
-func (p *progress) finish() {
-	if p.bar != nil {
-		_ = p.bar.Finish()
-		return
-	}
-	if p.out != nil {
-		fmt.Fprintf(p.out, "%s: done\n", p.label)
-	}
 }
