@@ -161,10 +161,8 @@ func (r *runner) churn(ctx context.Context, on bool) error {
 		if time.Now().After(deadline) {
 			return errors.New("clients still reconnecting 40s after the churn stopped")
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
 		}
 	}
 }

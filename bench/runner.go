@@ -80,10 +80,8 @@ func (r *runner) connect(ctx context.Context, resume string) error {
 		if st.ConnectDone {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
 		}
 	}
 }
@@ -209,10 +207,26 @@ func (r *runner) waitCaughtUp(ctx context.Context, timeout time.Duration) error 
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%d of %d clients caught up within %v", st.CaughtUp, r.o.Clients, timeout)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
+		if err := sleep(ctx, 10*time.Millisecond); err != nil {
+			return err
 		}
+	}
+}
+
+// connectCaughtUp opens the run's clients and waits until each has caught up.
+func (r *runner) connectCaughtUp(ctx context.Context, resume string, timeout time.Duration) error {
+	if err := r.connect(ctx, resume); err != nil {
+		return err
+	}
+	return r.waitCaughtUp(ctx, timeout)
+}
+
+// sleep waits d, or returns ctx's error once it is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
 	}
 }

@@ -2,26 +2,18 @@ package bench
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"math/rand/v2"
-	"strconv"
-	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
+// idle connects every client, holds the connections for Duration and
+// reports what they cost the bridge.
 func (r *runner) idle(ctx context.Context) error {
 	base, err := scrape(r.o.AdminURL)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	if err := r.connect(ctx, ""); err != nil {
-		return err
-	}
-	if err := r.waitCaughtUp(ctx, 120*time.Second); err != nil {
+	if err := r.connectCaughtUp(ctx, "", 120*time.Second); err != nil {
 		return err
 	}
 	r.res.Seconds = time.Since(start).Seconds()
@@ -30,10 +22,8 @@ func (r *runner) idle(ctx context.Context) error {
 		hold = 5 * time.Second
 	}
 	r.logf("holding %d idle connections for %v", r.o.Clients, hold)
-	select {
-	case <-time.After(hold):
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := sleep(ctx, hold); err != nil {
+		return err
 	}
 	after, err := scrape(r.o.AdminURL)
 	if err != nil {
@@ -43,15 +33,14 @@ func (r *runner) idle(ctx context.Context) error {
 	return nil
 }
 
+// fanout is broadcast, targeted and mixed: connected, caught-up clients,
+// events published at Rate, then a wait until everything is delivered.
 func (r *runner) fanout(ctx context.Context) error {
 	base, err := scrape(r.o.AdminURL)
 	if err != nil {
 		return err
 	}
-	if err := r.connect(ctx, ""); err != nil {
-		return err
-	}
-	if err := r.waitCaughtUp(ctx, 120*time.Second); err != nil {
+	if err := r.connectCaughtUp(ctx, "", 120*time.Second); err != nil {
 		return err
 	}
 	if err := r.connectSlow(ctx); err != nil {
@@ -69,14 +58,8 @@ func (r *runner) fanout(ctx context.Context) error {
 		}()
 		time.Sleep(100 * time.Millisecond) // let its first XREAD … $ block before publishing
 	}
-	// Data carries the publish time (unix µs) and, for targeted events, the
-	// one user it is for, so clients measure latency and catch misdelivery.
-	// Mixed draws each event's kind: a broadcast with BroadcastShare, else
-	// targeted.
-	tag := `,` + string(runTag(r.run))
-	pad := strings.Repeat("x", max(0, r.o.Size-len(`{"t":1732451234567890,"u":12345,"p":""}`)-len(tag)))
-	rng := rand.New(rand.NewPCG(1, 2))
 	bar := newProgress(r.o, r.o.Events, "publishing")
+	publish := r.producer(ctx, bar)
 	pubStart := time.Now()
 	r.loadStartS = pubStart.Sub(r.t0).Seconds()
 	if r.o.Scenario == "mixed" {
@@ -85,24 +68,7 @@ func (r *runner) fanout(ctx context.Context) error {
 			return err
 		}
 	}
-	err = pace(ctx, r.o.Rate, r.o.Events, func(batch int) error {
-		pipe := r.rdb.Pipeline()
-		for i := 0; i < batch; i++ {
-			to, u := "*", ""
-			if r.o.Scenario == "targeted" || (r.o.Scenario == "mixed" && rng.Float64() >= r.o.BroadcastShare) {
-				k := rng.IntN(r.o.Clients)
-				to, u = "user:"+userName(r.run, k), `,"u":`+strconv.Itoa(k)
-				r.perUser[k]++
-			} else {
-				r.broadcasts++
-			}
-			data := `{"t":` + strconv.FormatInt(time.Now().UnixMicro(), 10) + u + tag + `,"p":"` + pad + `"}`
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: r.o.Stream, Values: []any{"to", to, "type", "bench", "data", data}})
-		}
-		_, err := pipe.Exec(ctx)
-		bar.add(batch)
-		return err
-	})
+	err = pace(ctx, r.o.Rate, r.o.Events, publish)
 	bar.finish()
 	pubDone := time.Since(pubStart)
 	if cerr := r.churn(ctx, false); err == nil {
@@ -133,10 +99,8 @@ func (r *runner) fanout(ctx context.Context) error {
 			r.logf("delivery stalled at %d of %d", got, total)
 			break
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
+		if err := sleep(ctx, 5*time.Millisecond); err != nil {
+			return err
 		}
 	}
 	elapsed := time.Since(pubStart)
@@ -175,50 +139,16 @@ func (r *runner) expected(i int) int64 {
 	return 0
 }
 
+// resumeStorm fills the stream, then connects every client at once,
+// resuming from before everything it missed.
 func (r *runner) resumeStorm(ctx context.Context) error {
 	o := r.o
-	// The stream: a marker entry the clients resume from, then Prefill
-	// filler entries (for a group no client is in) with each client's
-	// Missed events spread evenly among them, the way a busy stream looks
-	// to clients that were away. Every resume spans the whole prefill, so
-	// it is served from the replay window only when the window holds it all.
-	pad := strings.Repeat("x", max(0, o.Size-8))
-	filler := []any{"to", "group:filler", "type", "fill", "data", `"` + pad + `"`}
-	resumeFrom, err := r.rdb.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: filler}).Result()
+	resumeFrom, err := r.prefill(ctx)
 	if err != nil {
-		return fmt.Errorf("prefill: %w", err)
-	}
-	missedTotal := o.Clients * o.Missed
-	total := o.Prefill + missedTotal
-	bar := newProgress(o, total, "prefilling")
-	pipe := r.rdb.Pipeline()
-	m := 0 // missed events written: event m is for client m%Clients
-	for i := 0; i < total; i++ {
-		// Missed event m goes where m/missedTotal of the stream has been written.
-		if m < missedTotal && (o.Prefill == 0 || int64(m)*int64(total) <= int64(i)*int64(missedTotal)) {
-			u := m % o.Clients
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: []any{"to", "user:" + userName(r.run, u), "type", "missed",
-				"data", `{"k":` + strconv.Itoa(m/o.Clients) + `,"u":` + strconv.Itoa(u) + `,` + string(runTag(r.run)) + `}`}})
-			m++
-		} else {
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: filler})
-		}
-		if i%1000 == 999 {
-			if _, err := pipe.Exec(ctx); err != nil {
-				return err
-			}
-			bar.add(1000)
-		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return err
 	}
-	bar.finish()
-	if m != missedTotal {
-		return fmt.Errorf("prefill wrote %d of %d missed events", m, missedTotal)
-	}
 	r.stormed = true
-	r.res.Published = 1 + total
+	r.res.Published = 1 + o.Prefill + o.Clients*o.Missed // the marker, the filler, the missed events
 	// The storm starts once the bridge holds everything (acknowledged means
 	// in the replay window), so it measures resume, not ingest.
 	if err := waitIngested(ctx, r.rdb, o.Stream, 120*time.Second); err != nil {
@@ -228,10 +158,7 @@ func (r *runner) resumeStorm(ctx context.Context) error {
 	base, _ := scrape(o.AdminURL)
 	start := time.Now()
 	r.caughtUpOrigin = start.UnixMicro()
-	if err := r.connect(ctx, resumeFrom); err != nil {
-		return err
-	}
-	if err := r.waitCaughtUp(ctx, 300*time.Second); err != nil {
+	if err := r.connectCaughtUp(ctx, resumeFrom, 300*time.Second); err != nil {
 		return err
 	}
 	// Every client is caught up: wait for the deliveries still in flight
