@@ -282,7 +282,11 @@ func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int
 	if need.Less(r.skipBelow) {
 		need = r.skipBelow
 	}
-	if r.pageAt == 0 && !p.deleted.Less(need) && !complete.Less(need) {
+	deleted := p.deleted
+	if deleted.Less(w.lostUpTo) {
+		deleted = w.lostUpTo // Redis lost data this node had read
+	}
+	if r.pageAt == 0 && !deleted.Less(need) && !complete.Less(need) {
 		// Entries the cursor needs may have been trimmed before the page was
 		// read, and the window does not hold them: say so by closing rather
 		// than skip them silently; the resume then gets a gap frame.

@@ -83,6 +83,16 @@ func (s *memStore) trim(n int) {
 	s.entries = slices.Delete(s.entries, 0, n)
 }
 
+// flush loses every entry, as Redis restarted without its data does: the
+// stream starts over with nothing generated and nothing recorded as
+// deleted. The clock goes on, so new ids are above every lost one.
+func (s *memStore) flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.entries, s.lastGen, s.maxDel = nil, ID{}, ID{}
+	s.clock++
+}
+
 func (s *memStore) firstID() (ID, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -214,22 +214,49 @@ func deletedBound(info StreamInfo) ID {
 }
 
 // GroupRecreated tells the Hub that ingest lost its place: the consumer group
-// was deleted, Redis lost its data, or the group fell behind retention so
-// entries may have been skipped. The window keeps what it holds for the
-// connections reading it, but no longer vouches for anything up to its head:
-// resumes from before the head are read from Redis, whose XINFO decides about
-// a gap. It returns the id at which to create the new group (the head), so no
-// entry after what the window holds is skipped.
+// was deleted, or Redis lost its data (a restart without persistence, a
+// failover to a replica without the group). It returns the id at which to
+// create the new group, the head, so no entry after what the window holds is
+// skipped.
+//
+// The window keeps vouching for what it holds: it was read from the stream
+// in order, so a resume inside it is served from it whatever Redis lost (the
+// contract's gap is only for events in neither place). What changes is
+// Redis's own account: a stream that lost its data starts over and reports
+// nothing deleted, so the Hub asks XINFO whether its head is still there and,
+// when it is not, remembers that everything up to the head may be gone from
+// Redis (lostUpTo), for resumes older than the window.
 func (h *Hub) GroupRecreated() ID {
-	h.w.mu.Lock()
-	if h.w.complete.Less(h.w.head) {
-		h.w.complete = h.w.head
+	head := h.Head()
+	ctx, cancel := context.WithTimeout(h.ctx, storeTimeout)
+	info, err := h.store.Info(ctx)
+	cancel()
+	lost := err != nil || redisLost(info, head)
+	if lost {
+		h.w.mu.Lock()
+		if h.w.lostUpTo.Less(head) {
+			h.w.lostUpTo = head
+		}
+		h.w.mu.Unlock()
 	}
-	head := h.w.head
-	h.w.mu.Unlock()
-	h.logger.Warn("ingest group recreated; resumes before the head now read from Redis",
-		zap.Stringer("head", head))
+	fields := []zap.Field{zap.Stringer("head", head), zap.Bool("redis_lost_data", lost)}
+	if err != nil {
+		fields = append(fields, zap.NamedError("xinfo_error", err))
+	}
+	h.logger.Warn("ingest group recreated; resumes inside the window are served from it", fields...)
 	return head
+}
+
+// redisLost reports whether the stream no longer holds id, an entry it had,
+// without recording that it deleted it: Redis lost its data since.
+func redisLost(info StreamInfo, id ID) bool {
+	if id.IsZero() {
+		return false
+	}
+	if info.LastGeneratedID.Less(id) {
+		return true // the stream never generated it
+	}
+	return info.Length > 0 && id.Less(info.FirstID) && deletedBound(info).Less(id)
 }
 
 // Append adds an event from ingest to the window and wakes the connections it
@@ -311,7 +338,7 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 	// Registered for wakes before the lock is released: an event appended
 	// after this placement wakes it, one appended before is placed below.
 	c.registerLocked(w)
-	head, complete := w.head, w.complete
+	head, complete, lostUpTo := w.head, w.complete, w.lostUpTo
 	oldest, held := w.oldestLocked()
 	switch q.Mode {
 	case ResumeLive:
@@ -325,7 +352,12 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 	if q.Mode == ResumeAfterID && head.Less(q.ID) {
 		c.resume.caughtUpLast = q.ID
 	}
-	inWindow := !c.pos.Less(complete)
+	// A resume id below everything the window holds (beyond complete, where
+	// it says no event exists) is one it cannot vouch for: it may be an
+	// undecodable entry, or from a stream Redis has lost since. The stream
+	// tells (decideGap).
+	inWindow := !c.pos.Less(complete) &&
+		(q.Mode != ResumeAfterID || q.ID.IsZero() || (held && !q.ID.Less(oldest)) || (!held && !q.ID.Less(head)))
 	if inWindow {
 		c.placeLocked(w)
 	} else {
@@ -371,25 +403,40 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 			c.unregister()
 			return nil, err
 		}
-		c.decideGap(q, *i, complete, oldest, held)
+		c.decideGap(q, *i, complete, lostUpTo, oldest, held)
 		h.hooks.Resumed(ResumeFromStore)
 	}
 	peer.Wake()
 	return c, nil
 }
 
-// decideGap applies contract §2/§4 for a resume at c.pos older than the
-// window (everything after complete is held): entries after the requested id
-// are gone when some may have been deleted from the stream after it and the
-// window does not hold them. The cursor then skips anything older than the
-// gap's oldest, so what it delivers agrees with the frame even when a cached
-// page still holds trimmed entries.
-func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, complete, windowOldest ID, held bool) {
+// decideGap applies contract §2/§4 for a resume the window alone cannot
+// settle: older than complete (everything after it is held), or an id below
+// everything held. Entries after the requested id are gone when some may have
+// been deleted from the stream after it, or lost with Redis's data, and the
+// window does not hold them. The cursor then skips
+// anything older than the gap's oldest, so what it delivers agrees with the
+// frame even when a cached page still holds trimmed entries.
+func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, complete, lostUpTo, windowOldest ID, held bool) {
 	deleted := deletedBound(info)
+	if deleted.Less(lostUpTo) {
+		deleted = lostUpTo
+	}
 	if info.LastGeneratedID.Less(complete) && deleted.Less(complete) {
 		deleted = complete // Redis lost data the window had vouched for
 	}
-	if !c.pos.Less(deleted) {
+	// At or after complete the window holds everything this node read after
+	// pos: only a stream that lost the data before this node read it can
+	// leave anything out (below).
+	gone := c.pos.Less(complete) && c.pos.Less(deleted)
+	if !gone && q.Mode == ResumeAfterID && (c.pos.Less(complete) || lostUpTo.Less(q.ID)) && redisLost(info, q.ID) {
+		// The client was sent q.ID, so the stream had it; a stream that
+		// neither holds it nor records deleting it lost its data since, and
+		// this node's window does not cover what followed it (it started
+		// after the loss, or that part left the window): it may be gone.
+		gone = true
+	}
+	if !gone {
 		return
 	}
 	var oldest ID

@@ -92,6 +92,10 @@ type window struct {
 
 	head     ID // newest id appended, or the stream's last generated id after Warm
 	complete ID // the window holds every entry with an id greater than this
+	// lostUpTo is this node's head when it saw Redis lose data it had read:
+	// entries up to it may be gone from the stream without XINFO saying so
+	// (the new stream reports nothing deleted). Zero when no loss was seen.
+	lostUpTo ID
 
 	users  map[string]*plist
 	groups map[string]*plist
