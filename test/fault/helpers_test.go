@@ -23,10 +23,11 @@ import (
 // SDK: it stores the newest id it was told about (event, caught_up or
 // cursor) and resumes from it on every new connection.
 type resumer struct {
-	t     testing.TB
-	user  string
-	query string // extra query parameters, e.g. "&groups=ops"
-	conns []*e2e.Client
+	t      testing.TB
+	user   string
+	groups []string // sent as &groups=; events for them count as its own
+	query  string   // extra query parameters, e.g. "&types=a.*"
+	conns  []*e2e.Client
 }
 
 func newResumer(t testing.TB, user string) *resumer {
@@ -57,6 +58,9 @@ func (r *resumer) connect(addr string) error {
 		r.conns[n-1].Close()
 	}
 	q := "user=" + r.user + r.query
+	if len(r.groups) > 0 {
+		q += "&groups=" + strings.Join(r.groups, ",")
+	}
 	if l := r.last(); l != "" {
 		q += "&last_event_id=" + l
 	}
@@ -129,9 +133,10 @@ func idLess(a, b string) bool {
 	return asi < bsi
 }
 
-// expected reads the stream and returns, per user, the ids addressed to it
-// (user:<u> or *), in stream order: the ground truth after a fault.
-func expected(t testing.TB, rdb redis.UniversalClient, stream string, users []string) map[string][]string {
+// expected reads the stream and returns, per user, the ids addressed to
+// its session (user:<u>, one of its groups, or *; an entry naming it twice
+// counts once), in stream order: the ground truth after a fault.
+func expected(t testing.TB, rdb redis.UniversalClient, stream string, rs []*resumer) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
 	var msgs []redis.XMessage
@@ -140,29 +145,79 @@ func expected(t testing.TB, rdb redis.UniversalClient, stream string, users []st
 		msgs, err = rdb.XRange(context.Background(), stream, "-", "+").Result()
 		return err
 	})
+	byUser := map[string][]*resumer{}
+	byGroup := map[string][]*resumer{}
+	for _, r := range rs {
+		byUser[r.user] = append(byUser[r.user], r)
+		for _, g := range r.groups {
+			byGroup[g] = append(byGroup[g], r)
+		}
+	}
 	for _, m := range msgs {
 		to, _ := m.Values["to"].(string)
+		hit := map[*resumer]bool{}
 		for _, item := range strings.Split(to, ",") {
-			if item == "*" {
-				for _, u := range users {
-					out[u] = append(out[u], m.ID)
+			switch {
+			case item == "*":
+				for _, r := range rs {
+					hit[r] = true
 				}
-			} else if u, ok := strings.CutPrefix(item, "user:"); ok {
-				out[u] = append(out[u], m.ID)
+			case strings.HasPrefix(item, "user:"):
+				for _, r := range byUser[item[len("user:"):]] {
+					hit[r] = true
+				}
+			case strings.HasPrefix(item, "group:"):
+				for _, r := range byGroup[item[len("group:"):]] {
+					hit[r] = true
+				}
 			}
+		}
+		for r := range hit {
+			out[r.user] = append(out[r.user], m.ID)
 		}
 	}
 	return out
 }
 
-// checkAll waits until every session holds what the stream says it should.
+// checkGaps applies the contract's gap rule to every gap frame the sessions
+// got: a gap is right only when entries after the requested id are gone from
+// the stream (Redis's max-deleted-entry-id is past it) and the stream holds
+// none between requested and oldest (those the node could still deliver).
+func checkGaps(t testing.TB, rdb redis.UniversalClient, stream string, rs []*resumer) int {
+	t.Helper()
+	gaps := 0
+	ctx := context.Background()
+	for _, r := range rs {
+		for i, c := range r.conns {
+			for _, f := range c.Snapshot() {
+				if f.Control != "gap" {
+					continue
+				}
+				gaps++
+				info, err := rdb.XInfoStream(ctx, stream).Result()
+				if err != nil {
+					t.Fatalf("XINFO STREAM: %v", err)
+				}
+				if !idLess(f.Requested, info.MaxDeletedEntryID) {
+					t.Errorf("%s connection %d: gap %s, but nothing after %s was ever deleted from the stream (max-deleted-entry-id %s)",
+						r.user, i, f.Raw, f.Requested, info.MaxDeletedEntryID)
+					continue
+				}
+				held, err := rdb.XRangeN(ctx, stream, "("+f.Requested, "+", 1).Result()
+				if err == nil && len(held) > 0 && idLess(held[0].ID, f.Oldest) {
+					t.Errorf("%s connection %d: gap %s, but the stream still holds %s", r.user, i, f.Raw, held[0].ID)
+				}
+			}
+		}
+	}
+	return gaps
+}
+
+// checkAll waits until every session holds what the stream says it should,
+// then checks every gap frame against the contract's rule.
 func checkAll(t testing.TB, rdb redis.UniversalClient, stream string, rs []*resumer, exact bool, timeout time.Duration) {
 	t.Helper()
-	users := make([]string, len(rs))
-	for i, r := range rs {
-		users[i] = r.user
-	}
-	want := expected(t, rdb, stream, users)
+	want := expected(t, rdb, stream, rs)
 	total := 0
 	for _, ids := range want {
 		total += len(ids)
@@ -176,16 +231,20 @@ func checkAll(t testing.TB, rdb redis.UniversalClient, stream string, rs []*resu
 		}
 		return errors.Join(errs...)
 	})
-	t.Logf("%d sessions hold all %d deliveries the stream says they should", len(rs), total)
+	gaps := checkGaps(t, rdb, stream, rs)
+	t.Logf("%d sessions hold all %d deliveries the stream says they should; %d gap frames", len(rs), total, gaps)
 }
 
 // producer appends events at a steady rate to random users among its
-// sessions, with one in twenty a broadcast. Failed appends (Redis down) are
-// retried later; the stream, not the producer, is the ground truth.
+// sessions, with one in twenty a broadcast; with groups it mixes in the
+// other shapes of to (a group, several recipients in one entry, recipients
+// nobody connected is). Failed appends (Redis down) are retried later; the
+// stream, not the producer, is the ground truth.
 type producer struct {
 	rdb    redis.UniversalClient
 	stream string
 	users  []string
+	groups []string
 	rate   int
 	wait   int // when > 0, WAIT for this many replicas after each append
 	ok     atomic.Int64
@@ -204,6 +263,37 @@ func startProducer(t testing.TB, rdb redis.UniversalClient, stream string, users
 	return p
 }
 
+// startMixedProducer is startProducer with every shape of to: users,
+// groups, *, multi-recipient entries and entries for nobody connected.
+func startMixedProducer(t testing.TB, rdb redis.UniversalClient, stream string, users, groups []string, rate int) *producer {
+	p := &producer{rdb: rdb, stream: stream, users: users, groups: groups, rate: rate,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go p.run()
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// to picks the recipients of the seq-th append.
+func (p *producer) to(seq int) string {
+	user := func() string { return "user:" + p.users[rand.IntN(len(p.users))] }
+	if seq%20 == 0 {
+		return "*"
+	}
+	if len(p.groups) == 0 {
+		return user()
+	}
+	group := func() string { return "group:" + p.groups[rand.IntN(len(p.groups))] }
+	switch seq % 5 {
+	case 1:
+		return group()
+	case 2: // several recipients, maybe the same session twice
+		return user() + "," + group() + "," + user()
+	case 3: // nobody connected
+		return "user:nobody-" + strconv.Itoa(seq) + ",group:empty"
+	}
+	return user()
+}
+
 func (p *producer) run() {
 	defer close(p.done)
 	// Appends go out in small batches per tick so the rate holds under -race.
@@ -220,10 +310,7 @@ func (p *producer) run() {
 		}
 		for range per {
 			seq++
-			to := "user:" + p.users[rand.IntN(len(p.users))]
-			if seq%20 == 0 {
-				to = "*"
-			}
+			to := p.to(seq)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			err := p.rdb.XAdd(ctx, &redis.XAddArgs{Stream: p.stream, Values: []any{"to", to, "type", "load", "data", strconv.Itoa(seq)}}).Err()
 			if err == nil && p.wait > 0 {
@@ -349,9 +436,22 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // sessions connects one resumer per user to addr and waits until each is live.
 func sessions(t testing.TB, addr string, names []string) []*resumer {
 	t.Helper()
+	return groupSessions(t, addr, names, nil)
+}
+
+// groupSessions is sessions where user i is also in groups[i%len(groups)]
+// and, every third one, in the next group too.
+func groupSessions(t testing.TB, addr string, names, groups []string) []*resumer {
+	t.Helper()
 	rs := make([]*resumer, len(names))
 	for i, u := range names {
 		rs[i] = newResumer(t, u)
+		if len(groups) > 0 {
+			rs[i].groups = []string{groups[i%len(groups)]}
+			if i%3 == 0 {
+				rs[i].groups = append(rs[i].groups, groups[(i+1)%len(groups)])
+			}
+		}
 	}
 	for _, r := range rs {
 		r.mustConnect(addr, 10*time.Second)
@@ -360,4 +460,31 @@ func sessions(t testing.TB, addr string, names []string) []*resumer {
 		r.conns[len(r.conns)-1].WaitControl("caught_up", 10*time.Second)
 	}
 	return rs
+}
+
+// finalBroadcast appends one event for everyone once the fault is over, so
+// every session has something to receive after it.
+func finalBroadcast(t testing.TB, rdb redis.UniversalClient, stream string) string {
+	t.Helper()
+	var id string
+	e2e.WaitFor(t, 20*time.Second, "final broadcast", func() error {
+		var err error
+		id, err = rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: stream,
+			Values: []any{"to", "*", "type", "final", "data", `"final"`}}).Result()
+		return err
+	})
+	return id
+}
+
+// connsKept fails the test when any session's current connection ended.
+func connsKept(t testing.TB, rs []*resumer, during string) {
+	t.Helper()
+	for _, r := range rs {
+		c := r.conns[len(r.conns)-1]
+		select {
+		case <-c.Done():
+			t.Fatalf("%s: connection dropped %s (code %d)", r.user, during, c.Code())
+		default:
+		}
+	}
 }
