@@ -20,6 +20,26 @@ type prober struct {
 	wg   sync.WaitGroup
 }
 
+// redisHealth turns probe results into "Redis answers" for readiness: a
+// failed probe counts only once Redis has gone unanswered for longer than
+// grace (readiness_grace), so a stall shorter than that (a fork, a slow
+// command, DEBUG SLEEP) does not flap every node at once. Owned by the
+// prober goroutine.
+type redisHealth struct {
+	grace  time.Duration
+	lastOK time.Time // when the last probe that Redis answered was sent
+}
+
+// observe records a probe sent at sent that ended at now with err, and
+// reports whether Redis counts as answering.
+func (h *redisHealth) observe(sent, now time.Time, err error) bool {
+	if err == nil {
+		h.lastOK = sent
+		return true
+	}
+	return now.Sub(h.lastOK) < h.grace
+}
+
 func startProber(c redis.UniversalClient, ready *readiness, tel *telemetry, cfg *config.Config, log *zap.Logger) *prober {
 	p := &prober{stop: make(chan struct{})}
 	p.wg.Add(1)
@@ -28,20 +48,32 @@ func startProber(c redis.UniversalClient, ready *readiness, tel *telemetry, cfg 
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		lastExpiry := time.Now()
+		// The node only starts probing once Redis answered (waitForRedis).
+		health := redisHealth{grace: cfg.ReadinessGrace.Duration, lastOK: time.Now()}
+		graceLogged := false
 		for {
 			select {
 			case <-p.stop:
 				return
 			case <-tick.C:
 			}
+			sent := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			err := c.Ping(ctx).Err()
-			if was := ready.redisOK.Swap(err == nil); was != (err == nil) {
-				if err != nil {
-					log.Warn("redis stopped answering: not ready", zap.Error(err))
+			ok := health.observe(sent, time.Now(), err)
+			if was := ready.redisOK.Swap(ok); was != ok {
+				if !ok {
+					log.Warn("redis stopped answering: not ready", zap.Error(err), zap.Duration("readiness_grace", health.grace))
 				} else {
 					log.Info("redis answers again: ready")
 				}
+				graceLogged = false
+			} else if ok && err != nil && !graceLogged {
+				log.Warn("redis did not answer; still ready within readiness_grace", zap.Error(err), zap.Duration("readiness_grace", health.grace))
+				graceLogged = true
+			} else if err == nil && graceLogged {
+				log.Info("redis answers again (within readiness_grace)")
+				graceLogged = false
 			}
 			if ready.Check() == nil {
 				tel.ready.Set(1)

@@ -69,3 +69,36 @@ func TestProberLagWhenRedisCannotCompute(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// readiness_grace: a failed probe counts only once Redis has gone
+// unanswered for longer than the grace; 0 keeps the first failure decisive.
+func TestRedisHealthGrace(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	fail := context.DeadlineExceeded
+	h := redisHealth{grace: 0, lastOK: t0}
+	if !h.observe(t0, t0.Add(10*time.Millisecond), nil) {
+		t.Fatal("an answered probe must count as answering")
+	}
+	if h.observe(t0.Add(time.Second), t0.Add(2*time.Second), fail) {
+		t.Fatal("grace 0: the first failed probe must turn not-ready")
+	}
+
+	h = redisHealth{grace: 5 * time.Second, lastOK: t0}
+	// A 3 s stall: the probes sent at +1 s and +2 s time out at +2 s and +3 s.
+	for _, at := range []time.Duration{2 * time.Second, 3 * time.Second} {
+		if !h.observe(t0.Add(at-time.Second), t0.Add(at), fail) {
+			t.Fatalf("grace 5s: a probe failing %v after the last answer turned not-ready", at)
+		}
+	}
+	// The one sent at +3 s is answered: the clock starts again from there.
+	if !h.observe(t0.Add(3*time.Second), t0.Add(3500*time.Millisecond), nil) {
+		t.Fatal("answered probe")
+	}
+	if !h.observe(t0.Add(7*time.Second), t0.Add(8*time.Second-time.Millisecond), fail) {
+		t.Fatal("grace counts from the last answered probe")
+	}
+	// Unanswered for longer than the grace: not ready.
+	if h.observe(t0.Add(8*time.Second), t0.Add(9*time.Second), fail) {
+		t.Fatal("grace 5s: unanswered for 5.5 s must turn not-ready")
+	}
+}

@@ -69,6 +69,7 @@ type Config struct {
 	HandlerRetries    Int
 	RedisRetryBackoff Duration
 	GroupTTL          Duration
+	ReadinessGrace    Duration
 
 	Pprof     Bool
 	Demo      Bool
@@ -168,6 +169,7 @@ func (c *Config) settings() []setting {
 		{"handler_retries", &c.HandlerRetries, "attempts for an entry whose handling fails before it is dead-lettered", false},
 		{"redis_retry_backoff", &c.RedisRetryBackoff, "longest wait between Redis reconnection attempts", false},
 		{"group_ttl", &c.GroupTTL, "delete other nodes' notifybridge-* groups whose consumers were all idle this long (0: never)", false},
+		{"readiness_grace", &c.ReadinessGrace, "Redis may go unanswered this long before /readyz turns 503 (0: at the first failed probe)", false},
 		{"pprof", &c.Pprof, "serve /debug/pprof/ on admin_listen", false},
 		{"demo", &c.Demo, "serve the demo page at /demo (needs auth=none; default on only with the embedded Redis)", false},
 		{"log_level", (*stringValue)(&c.LogLevel), "debug, info, warn or error", false},
@@ -305,7 +307,7 @@ func (c *Config) Validate() error {
 	}{
 		{"max_connections_per_ip", int64(c.MaxConnectionsPerIP.N)}, {"workers", int64(c.Workers.N)},
 		{"shutdown_delay", int64(c.ShutdownDelay.Duration)}, {"jwt_leeway", int64(c.JWTLeeway.Duration)},
-		{"group_ttl", int64(c.GroupTTL.Duration)},
+		{"group_ttl", int64(c.GroupTTL.Duration)}, {"readiness_grace", int64(c.ReadinessGrace.Duration)},
 	}
 	for _, p := range nonNegative {
 		if !failed(p.name) && p.n < 0 {

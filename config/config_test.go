@@ -77,6 +77,7 @@ func TestDefaultsMatchContract(t *testing.T) {
 		{"cursor_interval", c.CursorInterval.Duration, 30 * time.Second},
 		{"shutdown_timeout", c.ShutdownTimeout.Duration, 10 * time.Second},
 		{"shutdown_delay", c.ShutdownDelay.Duration, time.Duration(0)},
+		{"readiness_grace", c.ReadinessGrace.Duration, time.Duration(0)},
 		{"dead_maxlen", c.DeadMaxlen.N, 100000},
 		{"pprof", c.Pprof.B, true},
 		{"auth (embedded, no key)", c.Auth, AuthNone},
@@ -106,6 +107,8 @@ func TestValidationNamesEachBadSetting(t *testing.T) {
 		{[]string{"--max-groups", "0"}, "max_groups: must be > 0"},
 		{[]string{"--max-connections-per-ip", "-1"}, "max_connections_per_ip: must be >= 0"},
 		{[]string{"--shutdown-delay", "-1s"}, "shutdown_delay: must be >= 0"},
+		{[]string{"--readiness-grace", "-1s"}, "readiness_grace: must be >= 0"},
+		{[]string{"--readiness-grace", "3"}, `readiness_grace: must be a duration such as 10s or 1m30s, got "3"`},
 		{[]string{"--retention", "forever"}, "retention: must be a duration such as 24h"},
 		{[]string{"--retention", "0"}, "retention: must be > 0"},
 		{[]string{"--log-level", "loud"}, `log_level: must be debug, info, warn or error, got "loud"`},
@@ -273,6 +276,32 @@ func TestPrintRedactsSentinelPassword(t *testing.T) {
 	for _, secret := range []string{"p4ss", "s3ntinel"} {
 		if strings.Contains(buf.String(), secret) {
 			t.Errorf("printed config shows %q:\n%s", secret, buf.String())
+		}
+	}
+}
+
+// readiness_grace reaches the node from each source like every setting.
+func TestReadinessGraceSources(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		file string
+	}{
+		{args: []string{"--readiness-grace", "5s"}},
+		{env: map[string]string{"BRIDGE_READINESS_GRACE": "5s"}},
+		{file: "readiness_grace: 5s\n"},
+	} {
+		c, err := loadT(t, tc.args, tc.env, tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ReadinessGrace.Duration != 5*time.Second {
+			t.Errorf("%+v: readiness_grace = %v, want 5s", tc, c.ReadinessGrace.Duration)
+		}
+		var b strings.Builder
+		c.Print(&b)
+		if !strings.Contains(b.String(), `readiness_grace: "5s"`) {
+			t.Errorf("config output lacks readiness_grace:\n%s", b.String())
 		}
 	}
 }
