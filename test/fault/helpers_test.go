@@ -135,16 +135,26 @@ func idLess(a, b string) bool {
 
 // expected reads the stream and returns, per user, the ids addressed to
 // its session (user:<u>, one of its groups, or *; an entry naming it twice
-// counts once), in stream order: the ground truth after a fault.
+// counts once), in stream order, leaving out the entries <stream>:dead
+// holds (bad entries are never delivered): the ground truth after a fault.
 func expected(t testing.TB, rdb redis.UniversalClient, stream string, rs []*resumer) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
-	var msgs []redis.XMessage
+	var msgs, dead []redis.XMessage
 	e2e.WaitFor(t, 10*time.Second, "XRANGE", func() error {
 		var err error
-		msgs, err = rdb.XRange(context.Background(), stream, "-", "+").Result()
+		if msgs, err = rdb.XRange(context.Background(), stream, "-", "+").Result(); err != nil {
+			return err
+		}
+		dead, err = rdb.XRange(context.Background(), stream+":dead", "-", "+").Result()
 		return err
 	})
+	deadIDs := map[string]bool{}
+	for _, d := range dead {
+		if id, ok := d.Values["id"].(string); ok {
+			deadIDs[id] = true
+		}
+	}
 	byUser := map[string][]*resumer{}
 	byGroup := map[string][]*resumer{}
 	for _, r := range rs {
@@ -154,6 +164,9 @@ func expected(t testing.TB, rdb redis.UniversalClient, stream string, rs []*resu
 		}
 	}
 	for _, m := range msgs {
+		if deadIDs[m.ID] {
+			continue
+		}
 		to, _ := m.Values["to"].(string)
 		hit := map[*resumer]bool{}
 		for _, item := range strings.Split(to, ",") {
