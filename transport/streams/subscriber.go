@@ -399,16 +399,22 @@ func (c *consumer) deliver(ctx context.Context, xm *redis.XMessage) bool {
 		}
 		msg.Metadata[MetadataEntryID] = xm.ID
 		msg.Metadata[MetadataEntryTime] = idTime(xm.ID)
-		msg.SetContext(ctx)
 		if ctx.Err() != nil {
 			return false // select below would pick at random
 		}
+		// Each attempt has its own context, cancelled once it is settled (or
+		// the subscription ends): work a handler started under it stops
+		// with it, as with Watermill's own Subscribers.
+		msgCtx, cancel := context.WithCancel(ctx)
+		msg.SetContext(msgCtx)
 		select {
 		case c.out <- msg:
 		case <-ctx.Done():
+			cancel()
 			return false
 		}
-		acked, settled := c.waitSettled(ctx, msg)
+		acked, settled := c.waitSettled(ctx, msg, xm.ID)
+		cancel()
 		if acked {
 			c.acks.add(xm.ID)
 			return true
@@ -427,7 +433,9 @@ func (c *consumer) deliver(ctx context.Context, xm *redis.XMessage) bool {
 
 // waitSettled waits for msg's Ack or Nack. When ctx ends first it still waits
 // up to CloseTimeout, so an entry being handled during shutdown is acked.
-func (c *consumer) waitSettled(ctx context.Context, msg *message.Message) (acked, settled bool) {
+// It reads only msg's ack channels: the message belongs to the handler now,
+// which may change its fields (id is the entry id, for the log).
+func (c *consumer) waitSettled(ctx context.Context, msg *message.Message, id string) (acked, settled bool) {
 	select {
 	case <-msg.Acked():
 		return true, true
@@ -443,7 +451,7 @@ func (c *consumer) waitSettled(ctx context.Context, msg *message.Message) (acked
 	case <-msg.Nacked():
 		return false, false
 	case <-t.C:
-		c.log.Warn("in-flight entry not settled before close; it stays pending", zap.String("id", msg.UUID))
+		c.log.Warn("in-flight entry not settled before close; it stays pending", zap.String("id", id))
 		return false, false
 	}
 }

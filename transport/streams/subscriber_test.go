@@ -128,6 +128,58 @@ func TestSubscriberNackResends(t *testing.T) {
 	}
 }
 
+// Each delivery attempt has its own context: live while the handler has the
+// message, done once it is acked or nacked (the resend has a fresh one) or
+// the Subscriber closes, and it carries the Subscribe context's values.
+func TestSubscriberMessageContext(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	cfg := testConfig(t, "s")
+	cfg.StartID = func(context.Context) (string, error) { return "0", nil }
+	addN(t, c, "s", 3)
+	sub := newSub(t, c, cfg)
+	type key struct{}
+	ch, err := sub.Subscribe(context.WithValue(ctxT(t), key{}, "v"), "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := func(m *message.Message) error {
+		select {
+		case <-m.Context().Done():
+			return nil
+		default:
+			return fmt.Errorf("context of %s not done", m.UUID)
+		}
+	}
+	settle := func(m *message.Message, settle func() bool) {
+		t.Helper()
+		if err := done(m); err == nil {
+			t.Fatalf("context of %s done before it was settled", m.UUID)
+		}
+		if v, _ := m.Context().Value(key{}).(string); v != "v" {
+			t.Fatalf("context of %s lost the Subscribe context's value: %q", m.UUID, v)
+		}
+		settle()
+		waitFor(t, 5*time.Second, func() error { return done(m) })
+	}
+	first := recv(t, ch)
+	settle(first, first.Nack)
+	again := recv(t, ch)
+	settle(again, again.Ack)
+	second := recv(t, ch)
+	settle(second, second.Ack)
+	inFlight := recv(t, ch)
+	if err := done(inFlight); err == nil {
+		t.Fatal("context done before Close")
+	}
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := done(inFlight); err != nil {
+		t.Fatalf("after Close: %v", err)
+	}
+}
+
 // A handler that never acks (a crash) leaves the entry pending; the next
 // Subscriber with the same consumer reads it first.
 func TestSubscriberPendingRereadAfterRestart(t *testing.T) {
