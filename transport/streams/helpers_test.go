@@ -17,7 +17,16 @@ import (
 	"github.com/notifybridge/notifybridge/internal/testwait"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// The Pub/Sub suite's multiplier (pubsub/tests, TestConcurrentSubscribe
+		// and TestPublishSubscribeInOrder) forwards each subscriber's messages
+		// to one channel and leaves the forwarders blocked once the test has
+		// read what it wanted; the subscribers themselves are closed.
+		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/internal/subscriber.(*multiplier).Subscribe.func2"),
+		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/internal/subscriber.(*multiplier).Subscribe.func3"),
+	)
+}
 
 // waitFor and ctxT are the shared bounded waits (internal/testwait).
 func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
