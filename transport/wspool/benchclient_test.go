@@ -1,3 +1,5 @@
+//go:build linux
+
 package wspool
 
 import (
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
 	"golang.org/x/sys/unix"
 )
 
@@ -139,7 +142,7 @@ func (l *clientLoop) frames(c *benchConn, p []byte, now int64, pong []byte) (int
 		if b[1]&0x80 != 0 {
 			return off, pong, "masked server frame"
 		}
-		op, hl, pl := b[0]&0x0F, 2, uint64(b[1]&0x7F)
+		op, hl, pl := ws.OpCode(b[0]&0x0F), 2, uint64(b[1]&0x7F)
 		switch pl {
 		case 126:
 			if len(b) < 4 {
@@ -160,21 +163,21 @@ func (l *clientLoop) frames(c *benchConn, p []byte, now int64, pong []byte) (int
 		}
 		payload := b[hl : hl+int(pl)]
 		switch {
-		case op == opText && b[0]&0x80 != 0:
+		case op == ws.OpText && b[0]&0x80 != 0:
 			if ts, ok := frameTime(payload); ok {
 				l.lat = append(l.lat, now-ts)
 				c.cnt++
 			}
-		case op == opPing:
+		case op == ws.OpPing:
 			// Browsers answer pings; so do we, or the pool would close us
 			// as silent after two ping intervals. A zero mask key leaves
 			// the payload as it is.
-			pong = append(pong[:0], 0x80|opPong, 0x80|byte(len(payload)), 0, 0, 0, 0)
+			pong = append(pong[:0], 0x80|byte(ws.OpPong), 0x80|byte(len(payload)), 0, 0, 0, 0)
 			pong = append(pong, payload...)
 			if _, err := unix.Write(int(c.fd), pong); err != nil {
 				return off, pong, "pong: " + err.Error()
 			}
-		case op == opClose:
+		case op == ws.OpClose:
 			return off, pong, "close frame"
 		default:
 			return off, pong, "unexpected opcode " + strconv.Itoa(int(op))

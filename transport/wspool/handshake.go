@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/url"
 	"strings"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/gobwas/ws"
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 )
 
 // Refusal labels passed to Hooks.HandshakeRefused; a closed set so metrics
@@ -339,21 +337,18 @@ func (s *Server) register(c *Conn, nc net.Conn, extra []byte) bool {
 	// otherwise stay alive (and be polled by Go's netpoller) for the whole
 	// life of the connection. Closing one of two descriptors of a socket
 	// sends nothing; the socket ends when teardown closes the duplicate.
-	fd, derr := -1, error(nil)
-	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil || fd < 0 || fd > math.MaxInt32 {
-		if fd >= 0 {
-			unix.Close(fd)
-		}
+	fd, ok := dupSocket(rc)
+	if !ok {
 		return false
 	}
 	_ = nc.Close()
-	c.fd = int32(fd)
+	c.fd = fd
 	now := time.Now().UnixNano()
 	c.lastRead.Store(now)
 	c.nextPing = now + int64(s.cfg.PingInterval)
 	if err := s.poller.add(c); err != nil {
 		s.log.Warn("register", zap.Error(err))
-		unix.Close(fd)
+		sysClose(fd, false)
 		return false
 	}
 	s.cfg.Hooks.ConnOpened()
@@ -363,9 +358,9 @@ func (s *Server) register(c *Conn, nc net.Conn, extra []byte) bool {
 	}
 	s.timers.set(c, next)
 	if s.draining.Load() {
-		// Drain may have taken its snapshot before the poller knew c.
-		c.closeReq.CompareAndSwap(nil, &closeReq{code: CloseGoingAway, reason: "node shutting down"})
-		c.state.Or(stDrain | stCloseReq)
+		// Drain may have taken its snapshot before the poller knew c. The
+		// job is still ours, so this only sets the bits.
+		c.requestClose(closeGoingAway, stDrain)
 	}
 	// Hand the job (stSched is still ours) to the workers.
 	c.state.Or(stRead | stWake)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gobwas/ws"
 	"go.uber.org/zap"
 )
 
@@ -67,17 +68,21 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	ln := cfg.Listener
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-			return nil, fmt.Errorf("listen: %w", err)
-		}
-	}
+	// The poller first: where there is no epoll, New says so before it
+	// listens.
 	p, err := newPoller()
 	if err != nil {
-		ln.Close()
+		if cfg.Listener != nil {
+			_ = cfg.Listener.Close() // the Server owns it
+		}
 		return nil, err
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			p.close()
+			return nil, fmt.Errorf("listen: %w", err)
+		}
 	}
 	s := &Server{
 		cfg:          cfg,
@@ -129,23 +134,6 @@ func (s *Server) Start() error {
 	return nil
 }
 
-// work is a pool worker: it runs the connections of the run queue, a batch
-// at a time, until Close.
-func (s *Server) work() {
-	w := newWorker()
-	batch := make([]*Conn, 0, runBatch)
-	for {
-		batch = s.runq.take(batch[:0])
-		if len(batch) == 0 {
-			return
-		}
-		for i, c := range batch {
-			c.run(w)
-			batch[i] = nil
-		}
-	}
-}
-
 func (s *Server) acceptLoop() {
 	var backoff time.Duration
 	for {
@@ -189,9 +177,9 @@ func (s *Server) acceptLoop() {
 
 // connGone is the end of every connection that got past its capacity
 // check: counts, per-IP bookkeeping, hooks.
-func (s *Server) connGone(c *Conn, code int) {
+func (s *Server) connGone(c *Conn, code ws.StatusCode) {
 	s.releaseSlot(c.ip)
-	s.cfg.Hooks.ConnClosed(code)
+	s.cfg.Hooks.ConnClosed(int(code))
 }
 
 // ipKey is a client's IP address, IPv4 mapped into IPv6: a fixed-size value,
@@ -268,8 +256,7 @@ func (s *Server) waitEmpty(ctx context.Context) error {
 func (s *Server) Drain(ctx context.Context) error {
 	s.draining.Store(true)
 	for _, c := range s.poller.snapshot() {
-		c.closeReq.CompareAndSwap(nil, &closeReq{code: CloseGoingAway, reason: "node shutting down"})
-		c.schedule(stDrain | stCloseReq)
+		c.requestClose(closeGoingAway, stDrain)
 	}
 	err := s.waitEmpty(ctx)
 	if err != nil {

@@ -2,6 +2,7 @@ package wspool
 
 import (
 	"container/heap"
+	"math"
 	"sync"
 	"time"
 )
@@ -111,4 +112,51 @@ func (t *timers) run(done <-chan struct{}) {
 		case <-tm.C:
 		}
 	}
+}
+
+// onTimer runs on the timer loop when c's check is due: it sets the bits of
+// whatever is due and schedules the next check.
+func (c *Conn) onTimer(now int64) {
+	if c.state.Load()&stDead != 0 {
+		return
+	}
+	cfg := &c.s.cfg
+	var bits uint32
+	next := int64(math.MaxInt64)
+	if g := c.graceUntil.Load(); g != 0 {
+		if now >= g {
+			c.schedule(stGrace)
+			return
+		}
+		c.s.timers.set(c, g)
+		return
+	}
+	if c.expires != 0 {
+		if now >= c.expires {
+			bits |= stExpire
+		} else {
+			next = min(next, c.expires)
+		}
+	}
+	if st := c.stallSince.Load(); st != 0 {
+		if d := st + int64(cfg.WriteTimeout); now >= d {
+			bits |= stSlow
+		} else {
+			next = min(next, d)
+		}
+	}
+	if d := c.lastRead.Load() + 2*int64(cfg.PingInterval); now >= d {
+		bits |= stSilent
+	} else {
+		next = min(next, d)
+	}
+	if now >= c.nextPing {
+		bits |= stPing
+		c.nextPing = now + int64(cfg.PingInterval)
+	}
+	next = min(next, c.nextPing)
+	if bits != 0 {
+		c.schedule(bits)
+	}
+	c.s.timers.set(c, next)
 }
