@@ -258,6 +258,9 @@ func (s *Server) decide(st *hsState, nc net.Conn, ip ipKey) (*Conn, bool, *refus
 	if s.draining.Load() {
 		return nil, false, &refusal{503, RefusedDraining, "draining"}
 	}
+	if err := s.Err(); err != nil {
+		return nil, false, &refusal{503, RefusedNotReady, err.Error()}
+	}
 	if s.cfg.Ready != nil {
 		if err := s.cfg.Ready(); err != nil {
 			return nil, false, &refusal{503, RefusedNotReady, err.Error()}

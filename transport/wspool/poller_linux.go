@@ -120,8 +120,10 @@ func (p *poller) wakeup() {
 	_, _ = unix.Write(p.evfd, one[:])
 }
 
-// run is the poll loop; it returns after wakeup.
-func (p *poller) run() {
+// run is the poll loop; it returns nil after wakeup, or why epoll_wait
+// failed: then no connection gets another readiness edge, and the caller
+// fails the pool.
+func (p *poller) run() error {
 	var events [256]unix.EpollEvent
 	for {
 		n, err := unix.EpollWait(p.epfd, events[:], -1)
@@ -129,14 +131,14 @@ func (p *poller) run() {
 			if err == unix.EINTR {
 				continue
 			}
-			return
+			return fmt.Errorf("epoll_wait: %w", err)
 		}
 		p.mu.RLock()
 		for i := 0; i < n; i++ {
 			ev := &events[i]
 			if ev.Fd == -1 {
 				p.mu.RUnlock()
-				return
+				return nil
 			}
 			c := p.get(ev.Fd)
 			if c == nil {

@@ -45,6 +45,7 @@ type Server struct {
 	nconn        atomic.Int64 // WebSocket connections, handshakes after their 503 check included
 	draining     atomic.Bool
 	closed       atomic.Bool
+	failed       atomic.Pointer[error] // why the pool stopped serving; nil while it serves
 
 	mu         sync.Mutex
 	perIP      map[ipKey]int         // guarded by mu
@@ -61,6 +62,10 @@ type Server struct {
 
 // ErrClosed is returned by Start after Close.
 var ErrClosed = errors.New("wspool: server closed")
+
+// ErrPollerStopped is what Err wraps once the poll loop stopped on an error
+// before Close: no connection gets another readiness event.
+var ErrPollerStopped = errors.New("poller stopped")
 
 // New validates cfg, listens and sets up the poller; Start runs it.
 func New(cfg Config) (*Server, error) {
@@ -117,6 +122,25 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // capacity check included).
 func (s *Server) Conns() int { return int(s.nconn.Load()) }
 
+// Err is nil while the pool serves its connections and says why once it
+// cannot: after an error that stopped the poll loop it returns
+// ErrPollerStopped wrapping that error ("poller stopped: epoll_wait: ..."),
+// and from then on new handshakes are refused with 503. Readiness reports
+// it. Err stays nil after Close. Safe for concurrent use.
+func (s *Server) Err() error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fail records the first reason the pool stopped serving, and logs it.
+func (s *Server) fail(err error) {
+	if s.failed.CompareAndSwap(nil, &err) {
+		s.log.Error("websocket pool failed; not ready", zap.Error(err))
+	}
+}
+
 // Start starts the server's goroutines and returns; Close stops them.
 func (s *Server) Start() error {
 	if s.closed.Load() {
@@ -126,12 +150,20 @@ func (s *Server) Start() error {
 		for i := 0; i < s.cfg.Workers; i++ {
 			s.wg.Go(s.work)
 		}
-		s.wg.Go(s.poller.run)
+		s.wg.Go(s.pollLoop)
 		s.wg.Go(func() { s.timers.run(s.done) })
 		s.wg.Go(func() { _ = s.httpSrv.Serve(s.httpLn) })
 		s.acceptWG.Go(s.acceptLoop)
 	})
 	return nil
+}
+
+// pollLoop runs the poller until Close; a poll loop that stops on an error
+// fails the pool.
+func (s *Server) pollLoop() {
+	if err := s.poller.run(); err != nil {
+		s.fail(fmt.Errorf("%w: %w", ErrPollerStopped, err))
+	}
 }
 
 func (s *Server) acceptLoop() {

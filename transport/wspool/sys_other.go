@@ -22,7 +22,7 @@ func (*poller) add(*Conn) error   { return errNeedsEpoll }
 func (*poller) remove(*Conn)      {}
 func (*poller) snapshot() []*Conn { return nil }
 func (*poller) wakeup()           {}
-func (*poller) run()              {}
+func (*poller) run() error        { return errNeedsEpoll }
 func (*poller) close()            {}
 
 type iovecs struct{}
