@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 		// read what it wanted; the subscribers themselves are closed.
 		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/internal/subscriber.(*multiplier).Subscribe.func2"),
 		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/internal/subscriber.(*multiplier).Subscribe.func3"),
+		// The suite's TestReconnect (TestPubSubReconnect, opt-in) never closes
+		// the channel its bookkeeping goroutine ranges over.
+		goleak.IgnoreTopFunction("github.com/ThreeDotsLabs/watermill/pubsub/tests.TestReconnect.func2"),
 	)
 }
 
