@@ -34,6 +34,7 @@ type telemetry struct {
 	evictions      prometheus.Counter
 	resumes        *prometheus.CounterVec
 	gaps           prometheus.Counter
+	redisDataLoss  prometheus.Counter
 	latency        prometheus.Histogram
 	appended       prometheus.Counter
 	duplicateDrops prometheus.Counter
@@ -85,6 +86,8 @@ func newTelemetry(reg *prometheus.Registry, version string) *telemetry {
 			Help: "Resume requests, by where they were served from (window, redis)."}, []string{"source"}),
 		gaps: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_resume_gaps_total",
 			Help: "Resumes that reported a gap (history trimmed)."}),
+		redisDataLoss: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_redis_data_loss_total",
+			Help: "Times this node saw Redis lose stream entries it had read (restart without persistence, failover to a replica behind)."}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "notifybridge_delivery_latency_seconds",
 			Help:    "From the entry id's time to the frame handed to a connection's writer; 1 ms resolution (stream ids carry milliseconds); sampled: the first live event of one pull in 16 per connection.",
 			Buckets: []float64{.001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
@@ -105,7 +108,7 @@ func newTelemetry(reg *prometheus.Registry, version string) *telemetry {
 	}
 	for _, c := range []prometheus.Collector{t.ready, t.maxConnections, t.retries, t.ingested, t.deadLettered, t.acked, t.batchSize, t.groupLag, t.groupPending,
 		t.redisErrors, t.connections, t.refused, t.closes, t.framesWritten, t.bytesWritten, t.writeErrors, t.slowCloses,
-		t.windowBytes, t.windowEvents, t.evictions, t.resumes, t.gaps, t.latency,
+		t.windowBytes, t.windowEvents, t.evictions, t.resumes, t.gaps, t.redisDataLoss, t.latency,
 		t.appended, t.duplicateDrops, t.backfillReads, t.backfillRows} {
 		f(c)
 	}
@@ -159,9 +162,10 @@ type bridgeTelemetry struct{ t *telemetry }
 
 func (t *telemetry) bridgeHooks() bridgeTelemetry { return bridgeTelemetry{t} }
 
-func (b bridgeTelemetry) Appended()     { b.t.appended.Inc() }
-func (b bridgeTelemetry) Evicted(n int) { b.t.evictions.Add(float64(n)) }
-func (b bridgeTelemetry) Gap()          { b.t.gaps.Inc() }
+func (b bridgeTelemetry) Appended()      { b.t.appended.Inc() }
+func (b bridgeTelemetry) Evicted(n int)  { b.t.evictions.Add(float64(n)) }
+func (b bridgeTelemetry) Gap()           { b.t.gaps.Inc() }
+func (b bridgeTelemetry) RedisLostData() { b.t.redisDataLoss.Inc() }
 func (b bridgeTelemetry) BackfillRead(entries int) {
 	b.t.backfillReads.Inc()
 	b.t.backfillRows.Add(float64(entries))

@@ -104,7 +104,11 @@ func (p *page) covers(pos ID) bool {
 // Lock order: backfill.mu is a leaf except that Peer.Wake (non-blocking) is
 // called under it.
 type backfill struct {
-	store  Store
+	store Store
+	// lost checks a page's XINFO against the head taken before its read and
+	// returns the newest id Redis may have lost (the Hub's lostUpTo).
+	lost   func(info StreamInfo, headBefore ID) ID
+	head   func() ID
 	count  int
 	limit  int64
 	hooks  Hooks
@@ -119,9 +123,10 @@ type backfill struct {
 	signal  chan struct{}
 }
 
-func newBackfill(store Store, count int, limit int64, hooks Hooks, logger *zap.Logger) *backfill {
+func newBackfill(store Store, count int, limit int64, hooks Hooks, logger *zap.Logger,
+	head func() ID, lost func(StreamInfo, ID) ID) *backfill {
 	return &backfill{store: store, count: count, limit: limit, hooks: hooks, logger: logger,
-		signal: make(chan struct{}, 1)}
+		head: head, lost: lost, signal: make(chan struct{}, 1)}
 }
 
 // request returns a page that covers the entries after pos, ready or pending;
@@ -199,11 +204,17 @@ func (b *backfill) run(ctx context.Context) {
 }
 
 func (b *backfill) read(ctx context.Context, p *page) {
+	headBefore := b.head()
 	events, last, err := b.store.Range(ctx, p.from, b.count)
 	if err == nil {
 		var info StreamInfo
 		if info, err = b.store.Info(ctx); err == nil {
+			// A stream that lost its data reports nothing deleted: what this
+			// node read before may be missing from the page all the same.
 			p.deleted = deletedBound(info)
+			if lost := b.lost(info, headBefore); p.deleted.Less(lost) {
+				p.deleted = lost
+			}
 		}
 	}
 	if err != nil && ctx.Err() == nil {

@@ -134,6 +134,9 @@ type Hooks interface {
 	BackfillRead(entries int)
 	// Gap counts a gap frame sent.
 	Gap()
+	// RedisLostData counts the times this node saw Redis lose entries it had
+	// read (a restart without persistence, a failover to a replica behind).
+	RedisLostData()
 	// SlowClosed counts a connection closed with 1013; cause is a fixed word.
 	SlowClosed(cause string)
 	// Lag observes, for the first live event of a pull (sampled: one live
@@ -151,5 +154,6 @@ func (NopHooks) WindowSize(int, int64) {}
 func (NopHooks) Resumed(ResumeSource)  {}
 func (NopHooks) BackfillRead(int)      {}
 func (NopHooks) Gap()                  {}
+func (NopHooks) RedisLostData()        {}
 func (NopHooks) SlowClosed(string)     {}
 func (NopHooks) Lag(time.Duration)     {}

@@ -37,6 +37,8 @@ func (b memBackend) Add(tb testing.TB, to, typ, data string) *Event {
 
 func (b memBackend) AddBad() ID { return b.addBad() }
 
+func (b memBackend) Flush() { b.flush() }
+
 func (b memBackend) TrimThrough(last ID) {
 	b.mu.Lock()
 	n := 0

@@ -73,10 +73,10 @@ func NewHub(cfg Config, store Store) (*Hub, error) {
 		hooks:  cfg.Hooks,
 		logger: cfg.Logger,
 		w:      newWindow(cfg.WindowBytes),
-		bf:     newBackfill(store, cfg.BackfillPage, cfg.BackfillBytes, cfg.Hooks, cfg.Logger),
 		ctx:    ctx,
 		cancel: cancel,
 	}
+	h.bf = newBackfill(store, cfg.BackfillPage, cfg.BackfillBytes, cfg.Hooks, cfg.Logger, h.Head, h.noteInfo)
 	h.clock.Store(time.Now().UnixNano())
 	for range cfg.BackfillWorkers {
 		h.wg.Go(func() { h.bf.run(ctx) })
@@ -138,7 +138,8 @@ func (h *Hub) Warm(ctx context.Context) (newest ID, err error) {
 	var (
 		warmed   []*Event // newest first
 		bytes    int64
-		complete ID // newest entry not warmed
+		complete ID      // newest entry not warmed
+		origin   idRange // ids that never were in the stream: after what was deleted, before the first entry
 		full     bool
 	)
 	before := info.LastGeneratedID
@@ -167,8 +168,20 @@ func (h *Hub) Warm(ctx context.Context) (newest ID, err error) {
 		before = last.Prev()
 	}
 	if !full {
-		// Everything the stream holds is warmed: what is older was deleted.
+		// Everything the stream holds is warmed: what is older was deleted,
+		// or never existed in this stream. An id between complete and the
+		// first entry is then from a stream Redis lost before this node
+		// started (it too reports nothing deleted): origin marks that, since
+		// a later trim of the new stream would hide it from XINFO. An empty
+		// stream's first entry is the first event appended (an undecodable
+		// entry before it is taken for a lost one: a gap that skips nothing).
 		complete = deletedBound(info)
+		switch {
+		case info.Length == 0:
+			origin = idRange{after: complete, open: true}
+		case complete.Less(info.FirstID.Prev()):
+			origin = idRange{after: complete, before: info.FirstID}
+		}
 	}
 	switch {
 	case len(warmed) > 0:
@@ -183,7 +196,7 @@ func (h *Hub) Warm(ctx context.Context) (newest ID, err error) {
 		w.mu.Unlock()
 		return ID{}, errors.New("bridge: Warm after Append")
 	}
-	w.complete = complete
+	w.complete, w.neverHad = complete, origin
 	for i := len(warmed) - 1; i >= 0; i-- {
 		w.appendLocked(warmed[i])
 	}
@@ -231,20 +244,76 @@ func (h *Hub) GroupRecreated() ID {
 	ctx, cancel := context.WithTimeout(h.ctx, storeTimeout)
 	info, err := h.store.Info(ctx)
 	cancel()
-	lost := err != nil || redisLost(info, head)
-	if lost {
-		h.w.mu.Lock()
-		if h.w.lostUpTo.Less(head) {
-			h.w.lostUpTo = head
-		}
-		h.w.mu.Unlock()
-	}
-	fields := []zap.Field{zap.Stringer("head", head), zap.Bool("redis_lost_data", lost)}
+	lost := h.noteInfo(info, head)
 	if err != nil {
-		fields = append(fields, zap.NamedError("xinfo_error", err))
+		// Whether Redis kept the head is unknown: assume not (a resume older
+		// than the window may then get a gap that skips nothing).
+		lost = h.noteLoss(head)
 	}
-	h.logger.Warn("ingest group recreated; resumes inside the window are served from it", fields...)
+	h.logger.Warn("ingest group recreated; resumes inside the window are served from it",
+		zap.Stringer("head", head), zap.Bool("redis_lost_data", !lost.IsZero()), zap.Error(err))
 	return head
+}
+
+// noteInfo checks an XINFO answer against headBefore, this node's head taken
+// before the call: when the stream lost what the node had read, everything up
+// to headBefore may be gone from Redis without XINFO saying so. It returns
+// the newest such id this node knows of (zero when none).
+func (h *Hub) noteInfo(info StreamInfo, headBefore ID) ID {
+	if redisLost(info, headBefore) {
+		return h.noteLoss(headBefore)
+	}
+	h.w.mu.RLock()
+	defer h.w.mu.RUnlock()
+	return h.w.lostUpTo
+}
+
+// noteLoss records that Redis lost what this node read up to head. Only
+// events matter: the bound is the newest event at or before head (the
+// undecodable entries after it were never deliverable).
+func (h *Hub) noteLoss(head ID) ID {
+	h.w.mu.Lock()
+	upTo := h.w.newestEventLocked(head)
+	first := h.w.lostUpTo.Less(upTo)
+	if first {
+		h.w.lostUpTo = upTo
+	}
+	lost := h.w.lostUpTo
+	h.w.mu.Unlock()
+	if first {
+		h.hooks.RedisLostData()
+		h.logger.Warn("redis lost entries this node had read: resumes older than the replay window up to this id get a gap",
+			zap.Stringer("lost_up_to", upTo))
+	}
+	return lost
+}
+
+// gapBounds is what the window knew at a handshake, for decideGap.
+type gapBounds struct {
+	complete, lostUpTo ID
+	origin             idRange
+	windowOldest       ID
+	held               bool
+}
+
+// idRange is the ids strictly between after and before; the zero value is
+// empty, and so is an open one, whose end is not known yet.
+type idRange struct {
+	after, before ID
+	open          bool
+}
+
+func (r idRange) has(id ID) bool { return !r.open && r.after.Less(id) && id.Less(r.before) }
+
+// foreignID reports whether id, which a client was sent, is from a stream
+// this node did not read: one where the stream it warmed from never had an
+// entry (neverHad), or one Redis lost since that is beyond what this node
+// read (lostUpTo) and that the stream neither holds nor records deleting.
+func foreignID(info StreamInfo, id ID, neverHad idRange, lostUpTo ID) bool {
+	if id.IsZero() {
+		return false
+	}
+	return neverHad.has(id) || lostUpTo.Less(id) && redisLost(info, id)
 }
 
 // redisLost reports whether the stream no longer holds id, an entry it had,
@@ -270,6 +339,9 @@ func (h *Hub) Append(ev *Event) bool {
 	if !w.head.Less(ev.ID) {
 		w.mu.Unlock()
 		return false
+	}
+	if w.neverHad.open {
+		w.neverHad.before, w.neverHad.open = ev.ID, false
 	}
 	evicted := w.appendLocked(ev)
 	events, bytes := w.lenLocked(), w.bytes
@@ -338,7 +410,7 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 	// Registered for wakes before the lock is released: an event appended
 	// after this placement wakes it, one appended before is placed below.
 	c.registerLocked(w)
-	head, complete, lostUpTo := w.head, w.complete, w.lostUpTo
+	head, complete, origin := w.head, w.complete, w.neverHad
 	oldest, held := w.oldestLocked()
 	switch q.Mode {
 	case ResumeLive:
@@ -373,6 +445,7 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 				return nil, fmt.Errorf("bridge: reading stream info: %w", err)
 			}
 			info = &i
+			h.noteInfo(i, head)
 		}
 		return info, nil
 	}
@@ -391,6 +464,14 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 			c.unregister()
 			return nil, &QueryError{Param: q.idParam, Reason: "id is in the future"}
 		}
+		if lost := h.noteInfo(*i, head); inWindow && (foreignID(*i, q.ID, origin, lost) ||
+			!i.MaxDeletedKnown && lost.Less(q.ID) && i.Length > 0 && q.ID.Less(i.FirstID)) {
+			// Ahead of this node, but from a stream Redis lost before this
+			// node read it (or, where Redis does not report deletions, maybe
+			// trimmed): what followed the id may be gone (decideGap). No Pull
+			// has run yet, so the cursor is still the handshake's.
+			inWindow, c.mode = false, modeBackfill
+		}
 	}
 	switch {
 	case q.Mode == ResumeLive:
@@ -403,7 +484,8 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 			c.unregister()
 			return nil, err
 		}
-		c.decideGap(q, *i, complete, lostUpTo, oldest, held)
+		c.decideGap(q, *i, gapBounds{complete: complete, origin: origin, lostUpTo: h.noteInfo(*i, head),
+			windowOldest: oldest, held: held})
 		h.hooks.Resumed(ResumeFromStore)
 	}
 	peer.Wake()
@@ -417,28 +499,26 @@ func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, 
 // window does not hold them. The cursor then skips
 // anything older than the gap's oldest, so what it delivers agrees with the
 // frame even when a cached page still holds trimmed entries.
-func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, complete, lostUpTo, windowOldest ID, held bool) {
+func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, b gapBounds) {
 	deleted := deletedBound(info)
-	if deleted.Less(lostUpTo) {
-		deleted = lostUpTo
+	if deleted.Less(b.lostUpTo) {
+		deleted = b.lostUpTo
 	}
-	if info.LastGeneratedID.Less(complete) && deleted.Less(complete) {
-		deleted = complete // Redis lost data the window had vouched for
+	if info.LastGeneratedID.Less(b.complete) && deleted.Less(b.complete) {
+		deleted = b.complete // Redis lost data the window had vouched for
 	}
 	// At or after complete the window holds everything this node read after
 	// pos: only a stream that lost the data before this node read it can
-	// leave anything out (below).
-	gone := c.pos.Less(complete) && c.pos.Less(deleted)
-	if !gone && q.Mode == ResumeAfterID && (c.pos.Less(complete) || lostUpTo.Less(q.ID)) && redisLost(info, q.ID) {
-		// The client was sent q.ID, so the stream had it; a stream that
-		// neither holds it nor records deleting it lost its data since, and
-		// this node's window does not cover what followed it (it started
-		// after the loss, or that part left the window): it may be gone.
-		gone = true
+	// leave anything out (foreignID). A Redis that does not report deletions
+	// cannot tell that apart from a trim, so then a gap is assumed.
+	gone := c.pos.Less(deleted) && (c.pos.Less(b.complete) || !info.MaxDeletedKnown && b.lostUpTo.Less(c.pos))
+	if !gone && q.Mode == ResumeAfterID {
+		gone = foreignID(info, q.ID, b.origin, b.lostUpTo) || c.pos.Less(b.complete) && redisLost(info, q.ID)
 	}
 	if !gone {
 		return
 	}
+	windowOldest, held := b.windowOldest, b.held
 	var oldest ID
 	have := false
 	if info.Length > 0 {
@@ -450,9 +530,13 @@ func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, complete, lostUpTo, w
 	skip := oldest
 	if !have {
 		// Trimmed to empty: the contract names the last generated id, which
-		// is itself gone; nothing at or before it is delivered.
+		// is itself gone; nothing at or before it is delivered, nor what
+		// Redis lost.
 		oldest = info.LastGeneratedID
 		skip = oldest.Next()
+		if skip.Less(b.lostUpTo) {
+			skip = b.lostUpTo.Next()
+		}
 	}
 	requested := q.ID
 	if q.Mode == ResumeSince {

@@ -747,6 +747,7 @@ func TestConcurrent(t *testing.T) {
 type countingHooks struct {
 	mu                                   sync.Mutex
 	appended, evicted, gaps, reads, lags int
+	losses                               int
 	resumed                              map[ResumeSource]int
 	slow                                 map[string]int
 	windowEvents                         int
@@ -765,6 +766,7 @@ func (c *countingHooks) BackfillRead(int)        { c.mu.Lock(); c.reads++; c.mu.
 func (c *countingHooks) Gap()                    { c.mu.Lock(); c.gaps++; c.mu.Unlock() }
 func (c *countingHooks) SlowClosed(cause string) { c.mu.Lock(); c.slow[cause]++; c.mu.Unlock() }
 func (c *countingHooks) Lag(time.Duration)       { c.mu.Lock(); c.lags++; c.mu.Unlock() }
+func (c *countingHooks) RedisLostData()          { c.mu.Lock(); c.losses++; c.mu.Unlock() }
 
 func TestHooks(t *testing.T) {
 	hooks := &countingHooks{resumed: map[ResumeSource]int{}, slow: map[string]int{}}

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"sort"
 	"strings"
 	"sync"
 )
@@ -96,6 +97,10 @@ type window struct {
 	// entries up to it may be gone from the stream without XINFO saying so
 	// (the new stream reports nothing deleted). Zero when no loss was seen.
 	lostUpTo ID
+	// neverHad is where the stream Warm read never had an entry: after what
+	// it reported deleted, before its first entry. An id there is from a
+	// stream Redis lost before this node started.
+	neverHad idRange
 
 	users  map[string]*plist
 	groups map[string]*plist
@@ -123,6 +128,22 @@ func (w *window) oldestLocked() (ID, bool) {
 		return ID{}, false
 	}
 	return w.log[w.off].ID, true
+}
+
+// newestEventLocked is the newest event this window held with an id at or
+// before id: held, or else complete, when not newer: the newest
+// evicted, or what Warm found deleted (gone from Redis anyway); zero when
+// none.
+func (w *window) newestEventLocked(id ID) ID {
+	live := w.log[w.off:]
+	i := sort.Search(len(live), func(i int) bool { return id.Less(live[i].ID) })
+	if i > 0 {
+		return live[i-1].ID
+	}
+	if !id.Less(w.complete) {
+		return w.complete
+	}
+	return ID{}
 }
 
 // listLocked finds the list of a recipient; with create it makes a missing one.

@@ -84,6 +84,24 @@ func (b *redisBackend) AddBad() bridge.ID {
 	return b.xadd(map[string]string{handlers.FieldData: `{}`})
 }
 
+// Flush deletes the stream key, as Redis restarted without its data loses
+// it, and waits for the clock to pass the last id generated, so new ids are
+// above every lost one (they are time-based, as after a real restart).
+func (b *redisBackend) Flush() {
+	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
+	defer cancel()
+	info, err := b.Info(ctx)
+	if err != nil {
+		b.tb.Fatalf("XINFO: %v", err)
+	}
+	if err := b.client.Del(ctx, b.key).Err(); err != nil {
+		b.tb.Fatalf("DEL: %v", err)
+	}
+	for uint64(time.Now().UnixMilli()) <= info.LastGeneratedID.Ms {
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TrimThrough deletes every entry with an id <= last, exactly (no ~).
 func (b *redisBackend) TrimThrough(last bridge.ID) {
 	ctx, cancel := context.WithTimeout(context.Background(), redisTimeout)
