@@ -228,9 +228,9 @@ type propConn struct {
 	// blind: the stream does not report deletions and Redis has lost data:
 	// any entry it holds may follow lost ones, so a replay may be closed
 	// (1013, replay_trimmed) where nothing was lost.
-	blind bool
-	closed    bool // Closed by the test
-	slow      bool // closed with 1013
+	blind  bool
+	closed bool // Closed by the test
+	slow   bool // closed with 1013
 }
 
 var (
