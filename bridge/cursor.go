@@ -447,13 +447,20 @@ func (c *Cursor) observeLag(frames [][]byte) {
 		if !ok {
 			continue
 		}
-		if d := time.Since(time.UnixMilli(int64(ms))); d > 0 {
-			c.hub.hooks.Lag(d)
-		} else {
-			c.hub.hooks.Lag(0)
-		}
+		c.hub.hooks.Lag(lagSince(ms, time.Now()))
 		return
 	}
+}
+
+// lagSince is how long before now the id time ms lies, 0 for one in the
+// future. In unsigned milliseconds: Redis takes ids up to 2^64-1 ms, which a
+// time.Time of int64 milliseconds would wrap into the past.
+func lagSince(ms uint64, now time.Time) time.Duration {
+	nowMs := uint64(now.UnixMilli())
+	if ms >= nowMs {
+		return 0
+	}
+	return time.Duration(nowMs-ms) * time.Millisecond
 }
 
 // frameMs reads the id time of an event frame without decoding JSON.

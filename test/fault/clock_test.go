@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -161,12 +160,7 @@ func (l latencyFigures) sane(t testing.TB) {
 // count as 0 s like any future id. Today the bridge converts the
 // millisecond to int64 (bridge/cursor.go observeLag: time.UnixMilli(int64(ms))),
 // which wraps it to 1969, and observes 56 years per connection instead.
-// Skipped until that is fixed in bridge/ (outside the fault suite's room;
-// see docs/reliability.md, "Clock"); NB_KNOWN_BUGS=1 runs it.
 func TestClockIDBeyondInt64(t *testing.T) {
-	if os.Getenv("NB_KNOWN_BUGS") != "1" {
-		t.Skip("bridge/cursor.go observeLag wraps id ms > 2^63-1 to 1969 (docs/reliability.md, Clock); NB_KNOWN_BUGS=1 runs it")
-	}
 	rs := redistest.Start(t)
 	rdb := rs.Client()
 	n := e2e.StartNode(t, e2e.NodeOptions{RedisURL: rs.URL(), NodeID: "clock-max"})
