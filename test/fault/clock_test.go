@@ -157,9 +157,9 @@ func (l latencyFigures) sane(t testing.TB) {
 
 // TestClockIDBeyondInt64: Redis accepts id milliseconds up to 2^64-1; an
 // entry with one above 2^63-1 is far in the future and its latency must
-// count as 0 s like any future id. Today the bridge converts the
-// millisecond to int64 (bridge/cursor.go observeLag: time.UnixMilli(int64(ms))),
-// which wraps it to 1969, and observes 56 years per connection instead.
+// count as 0 s like any future id. The bridge once converted the
+// millisecond to int64 (time.UnixMilli(int64(ms))), which wrapped it to 1969
+// and observed 56 years per connection instead.
 func TestClockIDBeyondInt64(t *testing.T) {
 	rs := redistest.Start(t)
 	rdb := rs.Client()
