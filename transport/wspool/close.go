@@ -16,6 +16,10 @@ type closeReason struct {
 	text  string
 	cause string
 	frame []byte // compiled close frame; nil for one made at run time
+	// drain: write what the source has ready before the close frame. It
+	// rides on the reason because a job may see the request before the
+	// stDrain bit that Drain sets with it.
+	drain bool
 }
 
 func newCloseReason(code ws.StatusCode, text, cause string) *closeReason {
@@ -37,7 +41,7 @@ const closeAbnormal = ws.StatusAbnormalClosure
 // The pool's close reasons (contract §2).
 var (
 	closeNormal       = newCloseReason(CloseNormal, "", "")
-	closeGoingAway    = newCloseReason(CloseGoingAway, "node shutting down", "")
+	closeGoingAway    = &closeReason{code: CloseGoingAway, text: "node shutting down", frame: closeFrame(CloseGoingAway, "node shutting down"), drain: true}
 	closeTokenExpired = newCloseReason(ClosePolicy, "token expired", "")
 	closeWriteTimeout = newCloseReason(CloseTryAgainLater, "write timeout", "write_timeout")
 )

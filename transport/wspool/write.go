@@ -39,6 +39,7 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 			x.pending = nil
 		}
 		cr := c.closeReq.Load()
+		draining := c.draining || cr != nil && cr.drain
 		if c.pingDue && cr == nil {
 			bufs = append(bufs, pingFrame)
 		}
@@ -49,7 +50,7 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 		}
 		c.releaseIO()
 		pulled, exhausted := false, false
-		if !hadPending && !c.closeQueued && (cr == nil || c.draining) && c.src != nil {
+		if !hadPending && !c.closeQueued && (cr == nil || draining) && c.src != nil {
 			n0 := len(bufs)
 			bufs = c.src.Pull(bufs, cfg.MaxWriteBatch)
 			pulled = len(bufs) > n0
@@ -62,7 +63,7 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 		// The close frame goes right after what is being written, except in
 		// a drain: there it waits until a pull finds the source empty, so
 		// nothing the source still holds is dropped behind it.
-		drainLeft := c.draining && hadPending && c.src != nil
+		drainLeft := draining && hadPending && c.src != nil
 		if cr != nil && !c.closeQueued && !pulled && !drainLeft {
 			bufs = append(bufs, cr.closeFrame())
 			c.closeQueued = true
