@@ -69,7 +69,6 @@ func serve(args []string, stderr io.Writer) error {
 	store := handlers.NewStore(streams.NewReader(rc.Client, cfg.Stream), lim)
 	hub, err := bridge.NewHub(bridge.Config{
 		WindowBytes:    cfg.ReplayWindow.Bytes,
-		MaxGroups:      cfg.MaxGroups.N,
 		CursorInterval: cfg.CursorInterval.Duration,
 		Logger:         log.Named("bridge"),
 		Hooks:          tel.bridgeHooks(),

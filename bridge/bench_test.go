@@ -57,7 +57,7 @@ func benchDispatch(b *testing.B, n int, target string) {
 	for i := range conns {
 		p := &benchPeer{}
 		user := "u" + strconv.Itoa(i)
-		c, err := h.Accept(p, user, []string{"g"}, url.Values{}, "")
+		c, err := h.Accept(p, Identity{User: user, Groups: []string{"g"}}, ResumeQuery{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -131,7 +131,7 @@ func BenchmarkReconnectStorm(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for _, user := range users {
-			c, err := h.Accept(&benchPeer{}, user, nil, query, "")
+			c, err := h.Accept(&benchPeer{}, Identity{User: user}, mustQuery(b, query))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -213,7 +213,7 @@ func stormFromRedis(b *testing.B, s *memStore, resumeFrom *Event, clients, users
 			wg.Go(func() {
 				for j := k; j < clients; j += par {
 					p := &benchPeer{}
-					c, err := h.Accept(p, "u"+strconv.Itoa(j%users), nil, query, "")
+					c, err := h.Accept(p, Identity{User: "u" + strconv.Itoa(j%users)}, mustQuery(b, query))
 					if err != nil {
 						b.Error(err)
 						return
@@ -280,7 +280,7 @@ func BenchmarkIdleConnections(b *testing.B) {
 		cursors := make([]*Cursor, n)
 		bufs := make([][]byte, 0, 4)
 		for j := range cursors {
-			c, err := h.Accept(&benchPeer{}, "user-"+strconv.Itoa(j), []string{"ops", "noc"}, url.Values{}, "")
+			c, err := h.Accept(&benchPeer{}, Identity{User: "user-" + strconv.Itoa(j), Groups: []string{"ops", "noc"}}, ResumeQuery{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -295,4 +295,12 @@ func BenchmarkIdleConnections(b *testing.B) {
 		}
 		h.Close()
 	}
+}
+
+func mustQuery(tb testing.TB, query url.Values) ResumeQuery {
+	q, err := ParseResumeQuery(query, "")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return q
 }

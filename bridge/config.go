@@ -13,8 +13,6 @@ type Config struct {
 	// WindowBytes bounds the replay window: event frames plus index (setting
 	// replay_window, default 64 MiB).
 	WindowBytes int64
-	// MaxGroups bounds the groups of one connection (max_groups, default 100).
-	MaxGroups int
 	// CursorInterval is the silence after which a connection is sent a cursor
 	// frame (cursor_interval, default 30 s).
 	CursorInterval time.Duration
@@ -36,7 +34,6 @@ type Config struct {
 // Defaults of Config.
 const (
 	DefaultWindowBytes     = 64 << 20
-	DefaultMaxGroups       = 100
 	DefaultCursorInterval  = 30 * time.Second
 	DefaultBackfillPage    = 2048
 	DefaultBackfillBytes   = 16 << 20
@@ -46,9 +43,6 @@ const (
 func (c *Config) setDefaults() {
 	if c.WindowBytes == 0 {
 		c.WindowBytes = DefaultWindowBytes
-	}
-	if c.MaxGroups == 0 {
-		c.MaxGroups = DefaultMaxGroups
 	}
 	if c.CursorInterval == 0 {
 		c.CursorInterval = DefaultCursorInterval
@@ -75,9 +69,6 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.WindowBytes <= 0 {
 		errs = append(errs, errors.New("replay_window: must be > 0"))
-	}
-	if c.MaxGroups <= 0 {
-		errs = append(errs, errors.New("max_groups: must be > 0"))
 	}
 	if c.CursorInterval <= 0 {
 		errs = append(errs, errors.New("cursor_interval: must be > 0"))

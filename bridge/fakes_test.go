@@ -265,8 +265,12 @@ func tryAccept(h *Hub, user string, groups []string, query string, header string
 	if err != nil {
 		return nil, err
 	}
+	rq, err := ParseResumeQuery(q, header)
+	if err != nil {
+		return nil, err
+	}
 	p := newFakePeer()
-	c, err := h.Accept(p, user, groups, q, header)
+	c, err := h.Accept(p, Identity{User: user, Groups: groups}, rq)
 	if err != nil {
 		return nil, err
 	}

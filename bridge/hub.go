@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -360,35 +359,30 @@ func (h *Hub) Append(ev *Event) bool {
 	return true
 }
 
-// Accept starts a connection: it parses the resume query (see
-// ParseResumeQuery), places the connection's cursor, registers it for wakes
-// and wakes the peer once so the first Pull sends what is due (gap, replay,
-// caught_up). An error whose errors.Is(err, ErrBadQuery) is an HTTP 400 with
-// err.Error() as its line; any other error means Redis could not be asked
-// (HTTP 503). Only a resume id beyond this node's head costs an XINFO, as does
-// a resume older than the window.
-func (h *Hub) Accept(peer Peer, user string, groups []string, query url.Values, lastEventIDHeader string) (*Cursor, error) {
+// Identity is who a connection is. The transport checks it before Accept
+// (ValidateName for the user and each group, and max_groups), so the rule
+// lives in one room; the core takes it as given.
+type Identity struct {
+	User   string
+	Groups []string
+}
+
+// Accept starts a connection of id resuming by q (ParseResumeQuery): it
+// places the connection's cursor, registers it for wakes and wakes the peer
+// once so the first Pull sends what is due (gap, replay, caught_up). An error
+// whose errors.Is(err, ErrBadQuery) is the client's fault (HTTP 400 with
+// err.Error() as its line: an id in the future); any other means the node
+// cannot serve now (HTTP 503: closed, or Redis could not be asked). Only a
+// resume id beyond this node's head costs an XINFO, as does a resume older
+// than the window.
+func (h *Hub) Accept(peer Peer, id Identity, q ResumeQuery) (*Cursor, error) {
 	if h.closed.Load() {
 		return nil, ErrClosed
 	}
-	q, err := ParseResumeQuery(query, lastEventIDHeader)
-	if err != nil {
-		return nil, err
-	}
-	if err := ValidateName(user); err != nil {
-		return nil, fmt.Errorf("bridge: user id %s %v", quoteShort(user), err)
-	}
-	if len(groups) > h.cfg.MaxGroups {
-		return nil, fmt.Errorf("bridge: %d groups, max_groups is %d", len(groups), h.cfg.MaxGroups)
-	}
-	gs := slices.Clone(groups)
+	user := id.User
+	gs := slices.Clone(id.Groups)
 	slices.Sort(gs)
 	gs = slices.Compact(gs)
-	for _, g := range gs {
-		if err := ValidateName(g); err != nil {
-			return nil, fmt.Errorf("bridge: group name %s %v", quoteShort(g), err)
-		}
-	}
 
 	c := &Cursor{hub: h, peer: peer}
 	if !q.Types.All() {

@@ -9,12 +9,18 @@ import (
 )
 
 // Accept joins the WebSocket pool to the core: the pool's connection is the
-// core's Peer, and the core's cursor is the pool's Source. A malformed query
-// is the client's fault (400); anything else, such as Redis not answering
-// while the core checks an id, is the server's (503, retry).
+// core's Peer, and the core's cursor is the pool's Source. The pool has
+// checked the identity; the resume parameters are parsed here, by the core's
+// one parser. A malformed query or an id in the future is the client's
+// fault (400); anything else, such as Redis not answering while the core
+// checks an id, is the server's (503, retry).
 func Accept(hub *bridge.Hub) wspool.AcceptFunc {
 	return func(req *wspool.Request) (wspool.Source, error) {
-		cur, err := hub.Accept(req.Conn, req.Identity.User, req.Identity.Groups, req.Query, req.LastEventID)
+		q, err := bridge.ParseResumeQuery(req.Query, req.LastEventID)
+		if err != nil {
+			return nil, err
+		}
+		cur, err := hub.Accept(req.Conn, bridge.Identity{User: req.Identity.User, Groups: req.Identity.Groups}, q)
 		switch {
 		case err == nil:
 			return cur, nil

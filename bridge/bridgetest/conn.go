@@ -95,8 +95,12 @@ func tryAccept(h *bridge.Hub, user string, groups []string, query, header string
 	if err != nil {
 		return nil, err
 	}
+	rq, err := bridge.ParseResumeQuery(q, header)
+	if err != nil {
+		return nil, err
+	}
 	p := newPeer()
-	c, err := h.Accept(p, user, groups, q, header)
+	c, err := h.Accept(p, bridge.Identity{User: user, Groups: groups}, rq)
 	if err != nil {
 		return nil, err
 	}

@@ -129,6 +129,7 @@ func TestJWTOverHandshake(t *testing.T) {
 		{"bad sub", sign(t, jwt.SigningMethodHS256, []byte(testSecret), "", good("a,b")), "comma"},
 		{"no sub", sign(t, jwt.SigningMethodHS256, []byte(testSecret), "", good("")), "empty"},
 		{"groups not strings", sign(t, jwt.SigningMethodHS256, []byte(testSecret), "", good("x", "groups", []any{1, 2})), "invalid token"},
+		{"bad group", sign(t, jwt.SigningMethodHS256, []byte(testSecret), "", good("x", "groups", []string{"ops", "a b"})), "group"},
 		{"too many groups", sign(t, jwt.SigningMethodHS256, []byte(testSecret), "", good("x", "groups", []string{"a", "b", "c", "d"})), "4 groups"},
 	}
 	for _, tc := range bad {
