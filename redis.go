@@ -42,17 +42,42 @@ func openRedis(cfg *config.Config) (*redisConn, error) {
 		// a failover: its connections to the old master are dropped and the
 		// next command goes to the new one, so ingest resumes by itself.
 		p.Failover.ReadTimeout, p.Failover.ContextTimeoutEnabled = readTimeout, true
+		p.Failover.ConnMaxIdleTime = idleConnMax(p.Failover.ConnMaxIdleTime)
 		c = redis.NewFailoverClient(p.Failover)
 	case config.RedisCluster:
 		// One stream lives on one shard; the cluster client routes every
 		// command by key (and follows MOVED after a resharding or failover).
 		p.Cluster.ReadTimeout, p.Cluster.ContextTimeoutEnabled = readTimeout, true
+		p.Cluster.ConnMaxIdleTime = idleConnMax(p.Cluster.ConnMaxIdleTime)
 		c = redis.NewClusterClient(p.Cluster)
 	default:
 		p.Single.ReadTimeout, p.Single.ContextTimeoutEnabled = readTimeout, true
+		p.Single.ConnMaxIdleTime = idleConnMax(p.Single.ConnMaxIdleTime)
 		c = redis.NewClient(p.Single)
 	}
 	return &redisConn{Client: c, URL: config.RedactURL(cfg.RedisURL)}, nil
+}
+
+// defaultConnMaxIdle bounds how long a pooled connection may sit idle and
+// still be reused. After a partition that the network forgot (a NAT or
+// firewall lost the flows' state and drops their packets without a RST),
+// every connection idle across it is dead, yet looks healthy to the pool;
+// go-redis's default of 30 minutes hands them out one by one, each costing
+// a full timeout (1 s for a readiness probe, read_timeout for ingest), so
+// the node relapsed to not-ready and stalled ingest well after the heal.
+// No connection can go idle during an outage without its last command
+// having failed (which discards it), so any outage longer than this leaves
+// none behind. The node's busy connections are reused every second or so
+// (probe, blocking read), so the cost is the odd redial of a quiet one.
+const defaultConnMaxIdle = 5 * time.Second
+
+// idleConnMax keeps a conn_max_idle_time given in redis_url, else applies
+// defaultConnMaxIdle.
+func idleConnMax(fromURL time.Duration) time.Duration {
+	if fromURL != 0 {
+		return fromURL
+	}
+	return defaultConnMaxIdle
 }
 
 func (r *redisConn) Close() {

@@ -14,6 +14,7 @@ package faultproxy
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // Proxy forwards every connection made to Addr to the target. Its methods
@@ -24,7 +25,7 @@ type Proxy struct {
 	target string
 
 	mu     sync.Mutex // guards conns, healed, closed
-	conns  map[net.Conn]struct{}
+	conns  map[net.Conn]*pair
 	healed chan struct{} // closed while forwarding; open during a partition
 	closed bool
 
@@ -37,7 +38,7 @@ func Start(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, healed: make(chan struct{})}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]*pair{}, healed: make(chan struct{})}
 	close(p.healed)
 	p.wg.Add(1)
 	go p.accept()
@@ -63,6 +64,24 @@ func (p *Proxy) Partition() {
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	select {
+	case <-p.healed:
+	default:
+		close(p.healed)
+	}
+}
+
+// HealForgetting heals the path for new connections, while every
+// connection open now stays silent for good, as when a NAT or firewall on
+// the path lost its state during the partition and drops the old flows'
+// packets (no RST): what was held and whatever either side sends on them
+// later is dropped. Only the dialer's own timeouts end them.
+func (p *Proxy) HealForgetting() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range p.conns {
+		pr.lost.Store(true)
+	}
 	select {
 	case <-p.healed:
 	default:
@@ -111,18 +130,24 @@ func (p *Proxy) accept() {
 			_ = client.Close() // target down: like a refused connection
 			continue
 		}
-		if !p.track(client, server) {
+		pr := &pair{}
+		if !p.track(client, server, pr) {
 			return
 		}
 		p.wg.Add(2)
-		go p.pump(server, client)
-		go p.pump(client, server)
+		go p.pump(server, client, pr)
+		go p.pump(client, server, pr)
 	}
+}
+
+// pair is one forwarded connection (client and server socket).
+type pair struct {
+	lost atomic.Bool // set by HealForgetting: never forward again
 }
 
 // track records both sockets; it reports false (closing them) once the
 // proxy is closed.
-func (p *Proxy) track(a, b net.Conn) bool {
+func (p *Proxy) track(a, b net.Conn, pr *pair) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -130,7 +155,7 @@ func (p *Proxy) track(a, b net.Conn) bool {
 		_ = b.Close()
 		return false
 	}
-	p.conns[a], p.conns[b] = struct{}{}, struct{}{}
+	p.conns[a], p.conns[b] = pr, pr
 	return true
 }
 
@@ -154,13 +179,21 @@ func (p *Proxy) wait() bool {
 
 // pump copies src to dst, holding each chunk (and the end of src) while
 // partitioned. When src ends, dst is closed too, once the path is healed.
-func (p *Proxy) pump(dst, src net.Conn) {
+// On a lost pair it drops everything and passes no end on: the other side's
+// socket stays open until Close.
+func (p *Proxy) pump(dst, src net.Conn, pr *pair) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, rerr := src.Read(buf)
 		if !p.wait() {
 			return
+		}
+		if pr.lost.Load() {
+			if rerr != nil {
+				return
+			}
+			continue
 		}
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {

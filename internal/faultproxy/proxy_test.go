@@ -103,14 +103,56 @@ func TestCloseWhilePartitioned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Conns() != 1 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitConns(t, p, 1)
 	p.Partition()
 	_, _ = c.Write([]byte("held\n"))
 	_ = c.Close()
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// HealForgetting: the old connection stays silent for good (what was held
+// is dropped), a new one is forwarded.
+func TestHealForgetting(t *testing.T) {
+	p, err := Start(echo(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	waitConns(t, p, 1)
+	p.Partition()
+	_, _ = c.Write([]byte("held\n"))
+	p.HealForgetting()
+	_, _ = c.Write([]byte("after\n"))
+	if l, err := readLine(t, c, r, 300*time.Millisecond); err == nil {
+		t.Fatalf("the forgotten connection got %q", l)
+	}
+	c2, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	_, _ = c2.Write([]byte("new\n"))
+	if l, err := readLine(t, c2, bufio.NewReader(c2), 5*time.Second); err != nil || l != "new\n" {
+		t.Fatalf("new connection after HealForgetting: %q %v", l, err)
+	}
+}
+
+// waitConns waits until the proxy has accepted n connections.
+func waitConns(t *testing.T, p *Proxy, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Conns() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections through the proxy, want %d", p.Conns(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
