@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -12,14 +11,19 @@ import (
 // out of the replay window (contract §2): it resumes to catch up.
 const CloseTryAgainLater = 1013
 
-// Close reasons of CloseTryAgainLater; one line each, sent in the close frame.
-const (
-	reasonEvicted = "fell behind: events it still needed left the replay window; resume to catch up"
-	reasonReplay  = "replay from Redis failed; resume later"
-	reasonTrimmed = "history was trimmed during replay; resume to see the gap"
-	causeEvicted  = "evicted"
-	causeReplay   = "replay_failed"
-	causeTrimmed  = "replay_trimmed"
+// closeReason is one reason the core closes a connection: the close code,
+// the line sent in the close frame, and the fixed word Hooks.SlowClosed
+// counts. The values are shared and read-only.
+type closeReason struct {
+	code  int
+	text  string
+	cause string
+}
+
+var (
+	closeEvicted      = closeReason{CloseTryAgainLater, "fell behind: events it still needed left the replay window; resume to catch up", "evicted"}
+	closeReplayFailed = closeReason{CloseTryAgainLater, "replay from Redis failed; resume later", "replay_failed"}
+	closeTrimmed      = closeReason{CloseTryAgainLater, "history was trimmed during replay; resume to see the gap", "replay_trimmed"}
 )
 
 // lagSample: Hooks.Lag observes one live pull in this many per connection.
@@ -116,22 +120,93 @@ func (c *Cursor) resuming() *resumeState {
 // frame after cursor_interval of silence. It stops once about maxBytes were
 // added (at least one frame when any is ready). While a Redis page is being
 // read it returns nothing more; the peer is woken when the page arrives.
+//
+// The steps: the gap frame; the replay from Redis while the window does not
+// reach the cursor (pullReplay); the check that nothing it still needed left
+// the window (checkListsLocked), which may send it back to a replay; the
+// window itself (pullWindowLocked); then the cursor frame.
 func (c *Cursor) Pull(bufs [][]byte, maxBytes int) [][]byte {
 	if c.mode == modeDone || c.closed.Load() || c.hub.closed.Load() {
 		return bufs
 	}
-	start, size := len(bufs), 0
+	b := &batch{bufs: bufs, start: len(bufs), max: maxBytes}
 	if r := c.resume; r != nil && r.gapFrame != nil {
-		bufs = append(bufs, r.gapFrame)
-		size += len(r.gapFrame)
+		b.add(r.gapFrame)
 		r.gapFrame = nil
 	}
 	w := c.hub.w
-replay:
-	locked := false
+	for {
+		locked, goOn := c.pullReplay(b)
+		if !goOn {
+			return c.finish(b)
+		}
+		if !locked {
+			w.mu.RLock()
+		}
+		switch c.checkListsLocked(w) {
+		case listsEvicted:
+			w.mu.RUnlock()
+			c.fail(closeEvicted)
+			return c.finish(b)
+		case listsReplay:
+			w.mu.RUnlock()
+			continue
+		}
+		break
+	}
+	liveFrom, wasCaughtUp := len(b.bufs), c.caughtUp
+	exhausted, head := c.pullWindowLocked(w, b)
+	w.mu.RUnlock()
+	if c.caughtUp {
+		c.resume = nil // what an idle connection keeps is only the cursor
+	}
+	if wasCaughtUp && len(b.bufs) > liveFrom {
+		// Reading the clock costs more than the rest of a pull: sample.
+		if c.lagTick%lagSample == 0 {
+			c.observeLag(b.bufs[liveFrom:])
+		}
+		c.lagTick++
+	}
+	// The cursor frame carries pos, but never beyond the head: a since
+	// resume in the future has a pos no entry has, which a client must not
+	// store (resuming from it would be "id is in the future").
+	if c.wantCursor.Swap(false) && exhausted && b.empty() && c.lastReported.Less(c.pos) && !head.Less(c.pos) {
+		b.add(controlFrame1("cursor", "last", c.pos))
+		c.lastReported = c.pos
+	}
+	if exhausted && c.lastReported == c.pos {
+		c.reported.Store(c.hub.appends.Load())
+	}
+	return c.finish(b)
+}
+
+// batch is what one Pull adds to the drainer's buffers: the frames after
+// start, their bytes, and about how many it may add.
+type batch struct {
+	bufs  [][]byte
+	start int
+	size  int
+	max   int
+}
+
+func (b *batch) add(f []byte) {
+	b.bufs = append(b.bufs, f)
+	b.size += len(f)
+}
+
+// full: the budget is used, and at least one frame was added.
+func (b *batch) full() bool  { return b.size >= b.max && len(b.bufs) > b.start }
+func (b *batch) empty() bool { return len(b.bufs) == b.start }
+
+// pullReplay sends from Redis pages while the cursor replays (modeBackfill).
+// It reports whether the Pull goes on to the window (goOn), and then whether
+// window.mu is already read-locked (the switch to the window happened under
+// it, so no append falls between).
+func (c *Cursor) pullReplay(b *batch) (locked, goOn bool) {
+	w := c.hub.w
 	for c.mode == modeBackfill {
-		if size >= maxBytes && len(bufs) > start {
-			return c.finish(bufs, start)
+		if b.full() {
+			return false, false
 		}
 		r := c.resuming()
 		p := r.page
@@ -140,67 +215,80 @@ replay:
 			r.page, r.pageAt = p, 0
 		}
 		if !p.ready.Load() {
-			return c.finish(bufs, start)
+			return false, false
 		}
 		if p.err != nil {
-			c.fail(causeReplay, reasonReplay)
-			return c.finish(bufs, start)
+			c.fail(closeReplayFailed)
+			return false, false
 		}
 		if !p.last.IsZero() && !p.covers(c.pos) {
 			r.page = nil // joined a read that ended before pos
 			continue
 		}
 		w.mu.RLock()
-		switch c.consumePageLocked(w, p, &bufs, &size, start, maxBytes) {
+		switch c.consumePageLocked(w, p, b) {
 		case actSwitched:
-			locked = true
+			return true, true
 		case actFull:
 			w.mu.RUnlock()
-			return c.finish(bufs, start)
+			return false, false
 		case actNextPage:
 			w.mu.RUnlock()
 			r.page = nil
 		case actLost:
 			w.mu.RUnlock()
-			c.fail(causeTrimmed, reasonTrimmed)
-			return c.finish(bufs, start)
+			c.fail(closeTrimmed)
+			return false, false
 		case actEvicted:
 			w.mu.RUnlock()
-			c.fail(causeEvicted, reasonEvicted)
-			return c.finish(bufs, start)
+			c.fail(closeEvicted)
+			return false, false
 		}
 	}
-	if !locked {
-		w.mu.RLock()
-	}
+	return false, true
+}
+
+type listsState uint8
+
+const (
+	listsOK      listsState = iota
+	listsEvicted            // an event it still needed left the window: 1013
+	listsReplay             // maybe: read what left back from Redis (modeBackfill)
+)
+
+// checkListsLocked looks for lists whose events left the window before the
+// cursor examined them. What left and was not newer than pos does not
+// matter; otherwise, without a types filter the connection missed an event,
+// and with one it is unknown whether what left was of a type it wants, so it
+// replays from Redis and closes only if it was.
+func (c *Cursor) checkListsLocked(w *window) listsState {
 	for i := range c.lists {
 		lc := &c.lists[i]
 		if lc.next >= lc.l.base {
 			continue
 		}
 		if !c.pos.Less(lc.l.evicted) {
-			lc.next = lc.l.base // what left was not newer than pos
+			lc.next = lc.l.base
 			continue
 		}
 		if c.types == nil {
-			w.mu.RUnlock()
-			c.fail(causeEvicted, reasonEvicted)
-			return c.finish(bufs, start)
+			return listsEvicted
 		}
-		// Whether what left was of a type this connection wants is unknown:
-		// read it back from Redis, and close only if it was.
 		c.resuming().evictedUpTo = w.complete
 		c.resume.page = nil
 		c.mode = modeBackfill
-		w.mu.RUnlock()
-		goto replay
+		return listsReplay
 	}
-	liveFrom := len(bufs)
-	wasCaughtUp := c.caughtUp
-	exhausted := false
+	return listsOK
+}
+
+// pullWindowLocked merges the cursor's lists in the window: the smallest
+// next id each time; an event in several lists (user and group, or named
+// twice) is the same *Event, advanced once. It reports whether the lists
+// were exhausted, and the head it read under the lock, after sending
+// caught_up once they were.
+func (c *Cursor) pullWindowLocked(w *window, b *batch) (exhausted bool, head ID) {
 	for {
-		// Merge the lists: the smallest next id; an event in several lists
-		// (user and group, or named twice) is the same *Event, advanced once.
 		var ev *Event
 		for _, lc := range c.lists {
 			if lc.next < lc.l.end() {
@@ -213,7 +301,7 @@ replay:
 			exhausted = true
 			break
 		}
-		if size >= maxBytes && len(bufs) > start {
+		if b.full() {
 			break
 		}
 		for i := range c.lists {
@@ -225,170 +313,18 @@ replay:
 		if !c.pos.Less(ev.ID) {
 			continue // the cursor came from a node further along
 		}
-		bufs = c.deliver(bufs, ev, &size)
+		c.deliver(b, ev)
 	}
-	head := w.head
+	head = w.head
 	if exhausted {
 		if c.pos.Less(head) {
 			c.pos = head
 		}
 		if !c.caughtUp {
-			bufs = c.appendCaughtUp(bufs, &size)
+			c.appendCaughtUp(b)
 		}
 	}
-	w.mu.RUnlock()
-	if c.caughtUp {
-		c.resume = nil // what an idle connection keeps is only the cursor
-	}
-
-	if wasCaughtUp && len(bufs) > liveFrom {
-		// Reading the clock costs more than the rest of a pull: sample.
-		if c.lagTick%lagSample == 0 {
-			c.observeLag(bufs[liveFrom:])
-		}
-		c.lagTick++
-	}
-	// The cursor frame carries pos, but never beyond the head: a since
-	// resume in the future has a pos no entry has, which a client must not
-	// store (resuming from it would be "id is in the future").
-	if c.wantCursor.Swap(false) && exhausted && len(bufs) == start && c.lastReported.Less(c.pos) && !head.Less(c.pos) {
-		bufs = append(bufs, controlFrame1("cursor", "last", c.pos))
-		c.lastReported = c.pos
-	}
-	if exhausted && c.lastReported == c.pos {
-		c.reported.Store(c.hub.appends.Load())
-	}
-	return c.finish(bufs, start)
-}
-
-type pageAction uint8
-
-const (
-	actSwitched pageAction = iota // now in window mode; window.mu still held
-	actFull                       // maxBytes reached
-	actNextPage                   // page used up, the window does not reach pos yet
-	actLost                       // entries the cursor needed were trimmed before it read them
-	actEvicted                    // a due event at or before evictedUpTo: it had left the window
-)
-
-// consumePageLocked sends from a ready page what is due after pos, and
-// switches to the window as soon as the window holds everything from there
-// (its complete id is at or past pos, or the page reached an id the window
-// holds). Called with window.mu read-locked.
-func (c *Cursor) consumePageLocked(w *window, p *page, bufs *[][]byte, size *int, start, maxBytes int) pageAction {
-	r := c.resume
-	complete := w.complete
-	need := c.pos.Next()
-	if need.Less(r.skipBelow) {
-		need = r.skipBelow
-	}
-	deleted := p.deleted
-	if deleted.Less(w.lostUpTo) {
-		deleted = w.lostUpTo // Redis lost data this node had read
-	}
-	if r.pageAt == 0 && !deleted.Less(need) && !complete.Less(need) {
-		// Entries the cursor needs may have been trimmed before the page was
-		// read, and the window does not hold them: say so by closing rather
-		// than skip them silently; the resume then gets a gap frame.
-		return actLost
-	}
-	// Start after pos, and stop before the first event the window holds
-	// (binary searches: the page is in id order).
-	from := max(r.pageAt, pageSearch(p.events, c.pos))
-	r.pageAt = from
-	cut := pageSearch(p.events, complete)
-	if cut < from {
-		cut = from
-	}
-	// The cursor's own lists in the page: its user, its groups, broadcast.
-	var buf [8][]int32
-	lists := buf[:0]
-	if l := p.users[c.userID()]; len(l) > 0 {
-		lists = append(lists, l)
-	}
-	if len(p.groups) > 0 {
-		for _, g := range c.groupLists() {
-			if l := p.groups[g.l.name]; len(l) > 0 {
-				lists = append(lists, l)
-			}
-		}
-	}
-	if len(p.all) > 0 {
-		lists = append(lists, p.all)
-	}
-	for k, l := range lists {
-		i, _ := slices.BinarySearch(l, int32(from))
-		lists[k] = l[i:]
-	}
-	for {
-		// The next event addressed to the cursor: the smallest head; an event
-		// in several lists is taken from each once.
-		j := cut
-		for _, l := range lists {
-			if len(l) > 0 && int(l[0]) < j {
-				j = int(l[0])
-			}
-		}
-		if j > from {
-			// Nothing between is addressed to the cursor: examined.
-			c.pos, r.pageAt, from = p.events[j-1].ID, j, j
-		}
-		if j == cut {
-			break
-		}
-		if *size >= maxBytes && len(*bufs) > start {
-			return actFull
-		}
-		for k, l := range lists {
-			if len(l) > 0 && int(l[0]) == j {
-				lists[k] = l[1:]
-			}
-		}
-		e := p.events[j]
-		r.pageAt, from = j+1, j+1
-		if e.ID.Less(r.skipBelow) {
-			c.pos = e.ID
-			continue
-		}
-		if !r.evictedUpTo.Less(e.ID) && c.wants(e.Type) {
-			return actEvicted
-		}
-		*bufs = c.deliver(*bufs, e, size)
-	}
-	if cut < len(p.events) {
-		// The page is contiguous: nothing in the stream lies between pos
-		// and the event at cut but what was consumed, so the window serves
-		// from here.
-		return c.switchLocked(w)
-	}
-	if complete.Less(p.last) {
-		// The window holds everything after complete, also what was trimmed
-		// from the stream since: do not step over it.
-		return c.switchLocked(w)
-	}
-	if c.pos.Less(p.last) {
-		c.pos = p.last
-	}
-	if !c.pos.Less(complete) {
-		return c.switchLocked(w)
-	}
-	if p.last.IsZero() {
-		// Redis holds nothing after pos; what the window lacks before
-		// complete was trimmed, which the deleted check or the gap frame
-		// already accounted for.
-		return c.switchLocked(w)
-	}
-	return actNextPage
-}
-
-func (c *Cursor) switchLocked(w *window) pageAction {
-	if c.pos.Less(w.complete) {
-		c.pos = w.complete
-	}
-	r := c.resume
-	c.mode, r.page, r.pageAt, r.evictedUpTo = modeWindow, nil, 0, ID{}
-	c.placeLocked(w)
-	return actSwitched
+	return exhausted, head
 }
 
 // placeLocked points every list at its first event after pos. Called with
@@ -401,43 +337,24 @@ func (c *Cursor) placeLocked(w *window) {
 
 // deliver advances pos to ev and sends it when its type passes, preceded by
 // caught_up when ev is the first event after the head at connect.
-func (c *Cursor) deliver(bufs [][]byte, ev *Event, size *int) [][]byte {
+func (c *Cursor) deliver(b *batch, ev *Event) {
 	if !c.caughtUp && c.resume.catchUpAt.Less(ev.ID) {
-		bufs = c.appendCaughtUp(bufs, size)
+		c.appendCaughtUp(b)
 	}
 	c.pos = ev.ID
 	if c.wants(ev.Type) {
-		bufs = append(bufs, ev.Frame)
-		*size += len(ev.Frame)
+		b.add(ev.Frame)
 		c.lastReported = ev.ID
 	}
-	return bufs
 }
 
-func (c *Cursor) appendCaughtUp(bufs [][]byte, size *int) [][]byte {
+func (c *Cursor) appendCaughtUp(b *batch) {
 	last := c.resume.caughtUpLast
-	f := controlFrame1("caught_up", "last", last)
+	b.add(controlFrame1("caught_up", "last", last))
 	c.caughtUp = true
 	if c.lastReported.Less(last) {
 		c.lastReported = last
 	}
-	*size += len(f)
-	return append(bufs, f)
-}
-
-// pageSearch returns the index of the first event with an id greater than
-// after (len(events) when none).
-func pageSearch(events []*Event, after ID) int {
-	lo, hi := 0, len(events)
-	for lo < hi {
-		mid := int(uint(lo+hi) >> 1)
-		if after.Less(events[mid].ID) {
-			hi = mid
-		} else {
-			lo = mid + 1
-		}
-	}
-	return lo
 }
 
 func (c *Cursor) observeLag(frames [][]byte) {
@@ -463,45 +380,22 @@ func lagSince(ms uint64, now time.Time) time.Duration {
 	return time.Duration(nowMs-ms) * time.Millisecond
 }
 
-// frameMs reads the id time of an event frame without decoding JSON.
-func frameMs(f []byte) (uint64, bool) {
-	const prefix = `{"id":"`
-	h := TextFrameHeaderLen(0)
-	if len(f) > 1 {
-		switch f[1] & 0x7f {
-		case 126:
-			h = 4
-		case 127:
-			h = 10
-		}
-	}
-	if len(f) < h+len(prefix) || string(f[h:h+len(prefix)]) != prefix {
-		return 0, false
-	}
-	var ms uint64
-	i := h + len(prefix)
-	for ; i < len(f) && f[i] >= '0' && f[i] <= '9'; i++ {
-		ms = ms*10 + uint64(f[i]-'0')
-	}
-	return ms, i < len(f) && f[i] == '-'
-}
-
 // finish notes that frames went out, by the Hub's coarse clock: a cursor
 // frame may thus come up to one append interval early, never late.
-func (c *Cursor) finish(bufs [][]byte, start int) [][]byte {
-	if len(bufs) > start {
+func (c *Cursor) finish(b *batch) [][]byte {
+	if !b.empty() {
 		c.quietSince.Store(c.hub.clock.Load())
 	}
-	return bufs
+	return b.bufs
 }
 
-// fail closes the connection with 1013; it resumes elsewhere or later.
-func (c *Cursor) fail(cause, reason string) {
+// fail closes the connection for reason; it resumes elsewhere or later.
+func (c *Cursor) fail(reason closeReason) {
 	c.mode = modeDone
-	c.hub.hooks.SlowClosed(cause)
+	c.hub.hooks.SlowClosed(reason.cause)
 	c.hub.logger.Debug("closing connection", zap.String("user", c.userID()),
-		zap.String("cause", cause), zap.Stringer("pos", c.pos))
-	c.peer.Close(CloseTryAgainLater, reason)
+		zap.String("cause", reason.cause), zap.Stringer("pos", c.pos))
+	c.peer.Close(reason.code, reason.text)
 }
 
 // Closed unregisters the connection. It is idempotent. Once it has returned,
@@ -521,34 +415,4 @@ func (c *Cursor) unregister() {
 	c.unregisterLocked(w)
 	w.mu.Unlock()
 	h.bf.forget(c)
-}
-
-// controlFrame1 builds {"control":kind,key:"id"} as a text frame.
-func controlFrame1(kind, key string, id ID) []byte {
-	var p [128]byte
-	b := append(p[:0], `{"control":"`...)
-	b = append(b, kind...)
-	b = append(b, `","`...)
-	b = append(b, key...)
-	b = append(b, `":"`...)
-	b = id.AppendTo(b)
-	b = append(b, `"}`...)
-	return AppendTextFrame(make([]byte, 0, 2+len(b)), b)
-}
-
-// controlFrame builds {"control":kind,k1:"id1",k2:"id2"} as a text frame.
-func controlFrame(kind, k1 string, id1 ID, k2 string, id2 ID) []byte {
-	var p [192]byte
-	b := append(p[:0], `{"control":"`...)
-	b = append(b, kind...)
-	b = append(b, `","`...)
-	b = append(b, k1...)
-	b = append(b, `":"`...)
-	b = id1.AppendTo(b)
-	b = append(b, `","`...)
-	b = append(b, k2...)
-	b = append(b, `":"`...)
-	b = id2.AppendTo(b)
-	b = append(b, `"}`...)
-	return AppendTextFrame(make([]byte, 0, 2+len(b)), b)
 }

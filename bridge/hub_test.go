@@ -789,7 +789,7 @@ func TestHooks(t *testing.T) {
 	if hooks.resumed[ResumeFromLive] != 2 || hooks.resumed[ResumeFromWindow] != 1 || hooks.resumed[ResumeFromStore] != 1 {
 		t.Errorf("resumed %v", hooks.resumed)
 	}
-	if hooks.gaps != 1 || hooks.reads == 0 || hooks.slow[causeEvicted] != 1 || hooks.lags == 0 {
+	if hooks.gaps != 1 || hooks.reads == 0 || hooks.slow[closeEvicted.cause] != 1 || hooks.lags == 0 {
 		t.Errorf("gaps %d reads %d slow %v lags %d", hooks.gaps, hooks.reads, hooks.slow, hooks.lags)
 	}
 }

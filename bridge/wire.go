@@ -42,3 +42,56 @@ func AppendTextFrame(b, payload []byte) []byte {
 
 // unsafeBytes views s as bytes for read-only checks; callers never write.
 func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// controlFrame1 builds {"control":kind,key:"id"} as a text frame.
+func controlFrame1(kind, key string, id ID) []byte {
+	var p [128]byte
+	b := append(p[:0], `{"control":"`...)
+	b = append(b, kind...)
+	b = append(b, `","`...)
+	b = append(b, key...)
+	b = append(b, `":"`...)
+	b = id.AppendTo(b)
+	b = append(b, `"}`...)
+	return AppendTextFrame(make([]byte, 0, 2+len(b)), b)
+}
+
+// controlFrame builds {"control":kind,k1:"id1",k2:"id2"} as a text frame.
+func controlFrame(kind, k1 string, id1 ID, k2 string, id2 ID) []byte {
+	var p [192]byte
+	b := append(p[:0], `{"control":"`...)
+	b = append(b, kind...)
+	b = append(b, `","`...)
+	b = append(b, k1...)
+	b = append(b, `":"`...)
+	b = id1.AppendTo(b)
+	b = append(b, `","`...)
+	b = append(b, k2...)
+	b = append(b, `":"`...)
+	b = id2.AppendTo(b)
+	b = append(b, `"}`...)
+	return AppendTextFrame(make([]byte, 0, 2+len(b)), b)
+}
+
+// frameMs reads the id time of an event frame without decoding JSON.
+func frameMs(f []byte) (uint64, bool) {
+	const prefix = `{"id":"`
+	h := TextFrameHeaderLen(0)
+	if len(f) > 1 {
+		switch f[1] & 0x7f {
+		case 126:
+			h = 4
+		case 127:
+			h = 10
+		}
+	}
+	if len(f) < h+len(prefix) || string(f[h:h+len(prefix)]) != prefix {
+		return 0, false
+	}
+	var ms uint64
+	i := h + len(prefix)
+	for ; i < len(f) && f[i] >= '0' && f[i] <= '9'; i++ {
+		ms = ms*10 + uint64(f[i]-'0')
+	}
+	return ms, i < len(f) && f[i] == '-'
+}
