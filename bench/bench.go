@@ -22,19 +22,20 @@ import (
 
 // Options describe one run.
 type Options struct {
-	Scenario string        // idle, broadcast, targeted, resume-storm, mixed
-	Clients  int           // WebSocket clients
-	Procs    int           // client processes; 0: as few as MaxClientsPerProcess allows
-	Rate     int           // events per second; 0 = as fast as possible
-	Events   int           // events to publish (0: Rate × Duration)
-	Size     int           // bytes of data per event
-	Duration time.Duration // publishing time when Events is 0; idle hold time
-	Prefill  int           // resume-storm: entries in the stream before the storm
-	Missed   int           // resume-storm: events each client missed
-	Stream   string        // empty: a fresh bench-<run> stream with a started bridge, else notifications
-	Dialers  int           // concurrent handshakes per process (0: 256)
-	Slow     int           // broadcast/targeted: extra clients that never read (write_timeout, eviction)
-	RawXRead bool          // broadcast/targeted: also measure a plain XREAD BLOCK subscriber, same run
+	Scenario  string        // idle, broadcast, targeted, resume-storm, mixed, ingest
+	Clients   int           // WebSocket clients
+	Procs     int           // client processes; 0: as few as MaxClientsPerProcess allows
+	Rate      int           // events per second; 0 = as fast as possible
+	Events    int           // events to publish (0: Rate × Duration)
+	Size      int           // bytes of data per event
+	Duration  time.Duration // publishing time when Events is 0; idle hold time
+	Prefill   int           // resume-storm: entries in the stream before the storm; ingest: the backlog
+	Retention string        // ingest: the started bridge's retention (default 24h: the trimmer leaves the backlog alone)
+	Missed    int           // resume-storm: events each client missed
+	Stream    string        // empty: a fresh bench-<run> stream with a started bridge, else notifications
+	Dialers   int           // concurrent handshakes per process (0: 256)
+	Slow      int           // broadcast/targeted: extra clients that never read (write_timeout, eviction)
+	RawXRead  bool          // broadcast/targeted: also measure a plain XREAD BLOCK subscriber, same run
 
 	BroadcastShare float64 // mixed: fraction of events (0..1) to everyone; the rest to one random client each
 	Churn          float64 // mixed: percent of clients that close and reconnect (resuming) each second
@@ -107,6 +108,7 @@ type Result struct {
 	Started         time.Time     `json:"started"`
 	Samples         []sampleJSON  `json:"-"`
 	Histogram       []bucketCount `json:"latency_histogram_ms"`
+	ingestResult                  // ingest only; every field omitted elsewhere
 	Timeline        []point       `json:"timeline"`
 	hist            latHist       // merged over every client process
 	replayHist      latHist       // the same, for frames replayed on resume
@@ -134,6 +136,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Scenario: o.Scenario, Clients: o.Clients, Started: time.Now().UTC(), LoadAvg: loadAvg()}
+	if o.Scenario == "ingest" {
+		if err := ingest(ctx, o, res); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
 	// A started bridge reads a stream of its own under a group of its own,
 	// so runs sharing a Redis never see each other's entries and nothing
 	// that belongs to someone else is ever trimmed or deleted.
@@ -203,9 +211,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 func (o *Options) validate() error {
 	switch o.Scenario {
-	case "idle", "broadcast", "targeted", "resume-storm", "mixed":
+	case "idle", "broadcast", "targeted", "resume-storm", "mixed", "ingest":
 	default:
-		return fmt.Errorf("scenario: must be idle, broadcast, targeted, resume-storm or mixed, got %q", o.Scenario)
+		return fmt.Errorf("scenario: must be idle, broadcast, targeted, resume-storm, mixed or ingest, got %q", o.Scenario)
+	}
+	if o.Scenario == "ingest" {
+		if o.Prefill <= 0 {
+			return errors.New("prefill: ingest needs a backlog (> 0 entries)")
+		}
+		if o.Retention == "" {
+			o.Retention = "24h"
+		}
+		o.Clients = max(o.Clients, 1) // no clients connect; --clients is ignored
 	}
 	if o.Clients <= 0 {
 		return errors.New("clients: must be > 0")

@@ -21,9 +21,24 @@ type child struct {
 	wsURL, redisURL, adminURL string
 	done                      chan struct{}
 	log                       *tailBuffer // the child's last log lines, for errors
+	found                     chan string // the embedded Redis address, once logged
 }
 
 func startChild(ctx context.Context, o Options) (*child, error) {
+	c, err := launchChild(o, "bench-"+runID())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// launchChild starts the bridge process under nodeID (its consumer group is
+// notifybridge-<nodeID>) and returns once it runs, not once it is ready:
+// the ingest scenario times catch-up from this moment.
+func launchChild(o Options, nodeID string) (*child, error) {
 	listen, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -41,7 +56,7 @@ func startChild(ctx context.Context, o Options) (*child, error) {
 	// The child's node id is the run's own too: its consumer group never
 	// meets another run's or a production node's on a shared Redis.
 	args := []string{"serve", "--listen", listen, "--admin-listen", admin, "--log-level", "info",
-		"--stream", o.Stream, "--node-id", "bench-" + runID()}
+		"--stream", o.Stream, "--node-id", nodeID}
 	if o.RedisURL != "" {
 		args = append(args, "--redis-url", o.RedisURL)
 		if !hasFlag(o.Extra, "auth", "jwt-secret", "jwt-public-key-file") {
@@ -74,15 +89,23 @@ func startChild(ctx context.Context, o Options) (*child, error) {
 		_, _ = io.Copy(io.Discard, pr) // never block the child on a full pipe
 	}()
 	go func() { _ = cmd.Wait(); _ = pw.Close(); close(c.done) }()
+	c.found = found
+	return c, nil
+}
+
+// waitReady waits for the embedded Redis address (when the child has no
+// redis_url) and then for /readyz.
+func (c *child) waitReady(ctx context.Context) error {
+	found := c.found
 	if c.redisURL == "" {
 		select {
 		case u := <-found:
 			c.redisURL = u
 		case <-c.done:
-			return nil, fmt.Errorf("bridge child exited before it started:\n%s", c.log)
+			return fmt.Errorf("bridge child exited before it started:\n%s", c.log)
 		case <-time.After(30 * time.Second):
 			c.stop()
-			return nil, errors.New("bridge child did not log its embedded redis address within 30s")
+			return errors.New("bridge child did not log its embedded redis address within 30s")
 		}
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -91,19 +114,19 @@ func startChild(ctx context.Context, o Options) (*child, error) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return c, nil
+				return nil
 			}
 		}
 		if time.Now().After(deadline) {
 			c.stop()
-			return nil, fmt.Errorf("bridge child not ready within 60s:\n%s", c.log)
+			return fmt.Errorf("bridge child not ready within 60s:\n%s", c.log)
 		}
 		select {
 		case <-c.done:
-			return nil, fmt.Errorf("bridge child exited before it was ready:\n%s", c.log)
+			return fmt.Errorf("bridge child exited before it was ready:\n%s", c.log)
 		case <-ctx.Done():
 			c.stop()
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

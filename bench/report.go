@@ -52,14 +52,18 @@ func (res *Result) WriteTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 	row("scenario", res.Scenario)
-	row("clients", fmt.Sprintf("%d in %d process(es)", res.Clients, res.Procs))
+	if res.Scenario != "ingest" {
+		row("clients", fmt.Sprintf("%d in %d process(es)", res.Clients, res.Procs))
+	}
 	row("stream", res.Stream)
 	row("load average at start", res.LoadAvg)
 	if res.Scenario == "idle" {
 		row("connected and caught up in", fmt.Sprintf("%.2fs", res.Seconds))
 		row("clients closed by the bridge", closedText(res))
 	}
-	if res.Published > 0 {
+	if res.Scenario == "ingest" {
+		res.ingestRows(row)
+	} else if res.Published > 0 {
 		row("published", fmt.Sprintf("%d (%.0f/s)", res.Published, res.PublishedPerS))
 		row("delivered", fmt.Sprintf("%d of %d expected", res.Delivered, res.Expected))
 		row("throughput", fmt.Sprintf("%.0f deliveries/s over %.2fs", res.DeliveriesPerS, res.Seconds))
@@ -99,7 +103,10 @@ func (res *Result) WriteTable(w io.Writer) {
 		}
 		row("bridge backfill page reads", fmt.Sprint(res.BackfillReads))
 	}
-	if res.RSSBytes > 0 {
+	if res.RSSBytes > 0 && res.Scenario == "ingest" {
+		row("bridge at the end", fmt.Sprintf("RSS %.1f MiB, %d goroutines, %.2fs CPU since launch (%.0f µs per entry)",
+			float64(res.RSSBytes)/(1<<20), res.Goroutines, res.CPUSeconds, 1e6*res.CPUSeconds/float64(max(res.Published, 1))))
+	} else if res.RSSBytes > 0 {
 		row("bridge RSS", fmt.Sprintf("%.1f MiB (base %.1f MiB, %.0f B per connection; Go heap in use %.0f B per connection)",
 			float64(res.RSSBytes)/(1<<20), float64(res.RSSBaseBytes)/(1<<20), res.RSSPerConnBytes, res.HeapPerConn))
 		row("bridge goroutines", fmt.Sprintf("%d (base %d)", res.Goroutines, res.GoroutinesBase))
@@ -115,6 +122,16 @@ func (res *Result) WriteTable(w io.Writer) {
 		row("bridge goroutines over the load", fmt.Sprintf("start %d, end %d", res.GoroutinesStart, res.GoroutinesEnd))
 	}
 	_ = tw.Flush()
+}
+
+func (res *Result) ingestRows(row func(k, v string)) {
+	row("backlog", fmt.Sprintf("%d entries, %d B of data each", res.Published, res.EntryBytes))
+	row("bridge caught up", fmt.Sprintf("%.2fs from launch (ready after %.2fs): %.0f entries/s", res.BridgeSeconds, res.BridgeReadyS, res.BridgePerS))
+	row("raw XREADGROUP COUNT 256 + XACK", fmt.Sprintf("%.2fs: %.0f entries/s (same backlog, same run, bridge stopped)", res.RawSeconds, res.RawPerS))
+	row("raw / bridge", fmt.Sprintf("%.2f", res.RawRatio))
+	row("acknowledged", fmt.Sprintf("bridge %d, raw loop %d, of %d", res.BridgeAcked, res.RawAcked, res.Published))
+	row("dead-lettered", fmt.Sprint(res.DeadLetters))
+	row("lost", fmt.Sprint(res.Lost))
 }
 
 func closedText(res *Result) string {
@@ -188,6 +205,11 @@ func (res *Result) svg() string {
 			{"connected", "#999", res.series(func(p point) float64 { return float64(p.Connected) })},
 			{"caught up", "#2a6fdb", res.series(func(p point) float64 { return float64(p.CaughtUp) })},
 		}))
+	case "ingest":
+		head = fmt.Sprintf("ingest of %d × %d B: bridge %.0f entries/s (%.2fs from launch), raw XREADGROUP+XACK %.0f entries/s, ratio %.2f",
+			res.Published, res.EntryBytes, res.BridgePerS, res.BridgeSeconds, res.RawPerS, res.RawRatio)
+		panels = append(panels, res.linePanel(w, ph, "entries read by the bridge", "", []series{
+			{"entries-read (XINFO GROUPS)", "#2a6fdb", res.series(func(p point) float64 { return float64(p.Received) })}}))
 	case "idle":
 		head += fmt.Sprintf("bridge RSS %.1f MiB (%.0f B per connection), %d goroutines",
 			float64(res.RSSBytes)/(1<<20), res.RSSPerConnBytes, res.Goroutines)
