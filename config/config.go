@@ -138,7 +138,7 @@ func (c *Config) settings() []setting {
 		{"admin_listen", (*stringValue)(&c.AdminListen), "health, readiness, metrics and pprof listen address (:9090 in containers)", false},
 		{"redis_url", (*stringValue)(&c.RedisURL), "redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL; empty starts an embedded in-memory Redis", true},
 		{"stream", (*stringValue)(&c.Stream), "stream key events are read from", false},
-		{"node_id", (*stringValue)(&c.NodeID), "this node's id; its consumer group is notifybridge-<node_id> (default: host name)", false},
+		{"node_id", (*stringValue)(&c.NodeID), "this node's id; its consumer group is " + GroupPrefix + "<node_id> (default: host name)", false},
 		{"auth", (*authValue)(c), "jwt or none (default: jwt when a key or secret is set, none with the embedded Redis)", false},
 		{"jwt_secret", (*stringValue)(&c.JWTSecret), "HS256 secret", true},
 		{"jwt_public_key_file", (*stringValue)(&c.JWTPublicKeyFile), "PEM file with RS256/ES256 public keys (a token's kid picks one)", false},
@@ -168,7 +168,7 @@ func (c *Config) settings() []setting {
 		{"ack_interval", &c.AckInterval, "longest an acknowledged entry waits for its batched XACK", false},
 		{"handler_retries", &c.HandlerRetries, "attempts for an entry whose handling fails before it is dead-lettered", false},
 		{"redis_retry_backoff", &c.RedisRetryBackoff, "longest wait between Redis reconnection attempts", false},
-		{"group_ttl", &c.GroupTTL, "delete other nodes' notifybridge-* groups whose consumers were all idle this long (0: never)", false},
+		{"group_ttl", &c.GroupTTL, "delete other nodes' " + GroupPrefix + "* groups whose consumers were all idle this long (0: never)", false},
 		{"readiness_grace", &c.ReadinessGrace, "Redis may go unanswered this long before /readyz turns 503 (0: at the first failed probe)", false},
 		{"pprof", &c.Pprof, "serve /debug/pprof/ on admin_listen", false},
 		{"demo", &c.Demo, "serve the demo page at /demo (needs auth=none; default on only with the embedded Redis)", false},
@@ -192,7 +192,8 @@ func (c *Config) Register(fs *flag.FlagSet) {
 }
 
 // Parse reads flags from args, then BRIDGE_* variables, then the --config
-// file, into fs (which must have been Registered), and validates.
+// file, into fs (which must have been Registered). It does not validate: a
+// value that does not parse is kept for Validate to report with the others.
 func Parse(fs *flag.FlagSet, args []string) error {
 	err := ff.Parse(fs, args,
 		ff.WithEnvVarPrefix(EnvPrefix),
@@ -239,28 +240,31 @@ func load(c *Config, name string, args []string, output io.Writer, extra func(*f
 	if err := c.Validate(); err != nil {
 		return nil, fs, err
 	}
+	c.settle()
 	return c, fs, nil
 }
 
 // Validate checks every setting and returns one error per bad setting,
-// each starting with the setting's name, joined with errors.Join. It also
-// settles auth's default (contract §2).
+// each starting with the setting's name as users write it, joined with
+// errors.Join. It does not change c: auth and demo are judged by the values
+// they take when unset (contract §2), which Load then writes (settle).
 func (c *Config) Validate() error {
 	var errs []error
-	bad := func(name string, err error) { errs = append(errs, fmt.Errorf("%s: %w", name, err)) }
+	// failed holds the settings already reported: a setting gets one error,
+	// and checks that build on a bad setting (replay_window against
+	// max_event_bytes) are skipped.
+	failed := map[string]bool{}
+	bad := func(name string, err error) {
+		if !failed[name] {
+			failed[name] = true
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
 
 	for _, s := range c.settings() {
 		if e, ok := s.value.(interface{ parseErr() error }); ok && e.parseErr() != nil {
 			bad(s.name, e.parseErr())
 		}
-	}
-	failed := func(name string) bool {
-		for _, e := range errs {
-			if strings.HasPrefix(e.Error(), name+":") {
-				return true
-			}
-		}
-		return false
 	}
 	for _, a := range []struct {
 		name string
@@ -297,7 +301,7 @@ func (c *Config) Validate() error {
 		{"redis_retry_backoff", int64(c.RedisRetryBackoff.Duration)},
 	}
 	for _, p := range positive {
-		if !failed(p.name) && p.n <= 0 {
+		if p.n <= 0 {
 			bad(p.name, errNotPositive)
 		}
 	}
@@ -310,14 +314,14 @@ func (c *Config) Validate() error {
 		{"group_ttl", int64(c.GroupTTL.Duration)}, {"readiness_grace", int64(c.ReadinessGrace.Duration)},
 	}
 	for _, p := range nonNegative {
-		if !failed(p.name) && p.n < 0 {
+		if p.n < 0 {
 			bad(p.name, errors.New("must be >= 0"))
 		}
 	}
-	if !failed("max_event_bytes") && c.MaxEventBytes.Bytes > 16<<20 {
-		bad("max_event_bytes", fmt.Errorf("must be at most 16MiB, got %s", c.MaxEventBytes.String()))
+	if c.MaxEventBytes.Bytes > maxEventBytesLimit {
+		bad("max_event_bytes", fmt.Errorf("must be at most %s, got %s", FormatSize(maxEventBytesLimit), c.MaxEventBytes.String()))
 	}
-	if !failed("replay_window") && !failed("max_event_bytes") && c.ReplayWindow.Bytes < 4*c.MaxEventBytes.Bytes {
+	if !failed["replay_window"] && !failed["max_event_bytes"] && c.ReplayWindow.Bytes < 4*c.MaxEventBytes.Bytes {
 		bad("replay_window", fmt.Errorf("must hold at least four of the largest events (4 × max_event_bytes = %s), got %s",
 			FormatSize(4*c.MaxEventBytes.Bytes), c.ReplayWindow.String()))
 	}
@@ -339,42 +343,60 @@ func (c *Config) Validate() error {
 			bad("jwt_public_key_file", fmt.Errorf("cannot be read: %v", err))
 		}
 	}
-	if err := c.settleAuth(); err != nil && !c.clientOnly {
+	auth, err := c.effectiveAuth()
+	if err != nil && !c.clientOnly {
 		bad("auth", err)
 	}
-	if c.Demo.raw == "" {
-		// Unset: on for the zero-setup run only.
-		c.Demo.B = c.Embedded() && c.Auth == AuthNone
-	}
-	if c.Demo.B && c.Auth != AuthNone && !c.clientOnly {
+	if c.effectiveDemo(auth) && auth != AuthNone && !c.clientOnly {
 		bad("demo", errors.New("may be on only with auth=none (it publishes without credentials)"))
 	}
 	return errors.Join(errs...)
 }
 
-// settleAuth applies the default rule of contract §2.
-func (c *Config) settleAuth() error {
+// maxEventBytesLimit bounds max_event_bytes: one event is one WebSocket frame
+// every connection may be sent, and the window keeps at least four.
+const maxEventBytesLimit = 16 << 20
+
+// settle writes the values auth and demo take when unset, so the node reads
+// them as plain fields. Load calls it once the settings parsed.
+func (c *Config) settle() {
+	if auth, err := c.effectiveAuth(); err == nil {
+		c.Auth = auth
+	}
+	c.Demo.B = c.effectiveDemo(c.Auth)
+}
+
+// effectiveAuth is auth, or the mode contract §2 derives when it is unset.
+func (c *Config) effectiveAuth() (string, error) {
 	hasKey := c.JWTSecret != "" || c.JWTPublicKeyFile != ""
 	switch c.Auth {
 	case AuthJWT:
 		if !hasKey {
-			return errors.New("jwt needs jwt_secret or jwt_public_key_file")
+			return c.Auth, errors.New("jwt needs jwt_secret or jwt_public_key_file")
 		}
+		return c.Auth, nil
 	case AuthNone:
+		return c.Auth, nil
 	case "":
 		switch {
 		case hasKey:
-			c.Auth = AuthJWT
+			return AuthJWT, nil
 		case c.RedisURL == "":
-			c.Auth = AuthNone
-		default:
-			return errors.New("not set, and neither jwt_secret nor jwt_public_key_file is set: with an external Redis " +
-				"set a key (auth=jwt), or set auth=none explicitly for development")
+			return AuthNone, nil
 		}
-	default:
-		return fmt.Errorf("must be jwt or none, got %q", c.Auth)
+		return "", errors.New("not set, and neither jwt_secret nor jwt_public_key_file is set: with an external Redis " +
+			"set a key (auth=jwt), or set auth=none explicitly for development")
 	}
-	return nil
+	return c.Auth, fmt.Errorf("must be jwt or none, got %q", c.Auth)
+}
+
+// effectiveDemo is demo, or, when unset, on for the zero-setup run only
+// (embedded Redis, auth none).
+func (c *Config) effectiveDemo(auth string) bool {
+	if c.Demo.raw != "" {
+		return c.Demo.B
+	}
+	return c.Embedded() && auth == AuthNone
 }
 
 // AuthExplicit reports whether auth was given by the user rather than derived.
@@ -383,8 +405,12 @@ func (c *Config) AuthExplicit() bool { return c.authExplicit }
 // Embedded reports whether the node runs its own in-memory Redis.
 func (c *Config) Embedded() bool { return c.RedisURL == "" }
 
-// Group is the node's consumer group.
-func (c *Config) Group() string { return "notifybridge-" + c.NodeID }
+// GroupPrefix starts the name of every node's consumer group (contract §4:
+// notifybridge-<node_id>); group_ttl expires only groups with this prefix.
+const GroupPrefix = "notifybridge-"
+
+// Group is the node's consumer group, GroupPrefix + node_id.
+func (c *Config) Group() string { return GroupPrefix + c.NodeID }
 
 // DeadStream is the dead-letter stream.
 func (c *Config) DeadStream() string { return c.Stream + ":dead" }

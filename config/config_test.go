@@ -3,9 +3,11 @@ package config
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -303,5 +305,71 @@ func TestReadinessGraceSources(t *testing.T) {
 		if !strings.Contains(b.String(), `readiness_grace: "5s"`) {
 			t.Errorf("config output lacks readiness_grace:\n%s", b.String())
 		}
+	}
+}
+
+// Validate only judges: the values auth and demo take when unset are written
+// by Load, never by Validate, so validating twice (or a config a library
+// built) sees what the caller set.
+func TestValidateDoesNotChangeConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(*Config)
+	}{
+		{"embedded, auth and demo unset", func(*Config) {}},
+		{"secret, auth unset", func(c *Config) { c.JWTSecret = "s" }},
+		{"external, nothing set (invalid)", func(c *Config) { c.RedisURL = "redis://h:1" }},
+		{"several bad settings", func(c *Config) {
+			c.ReplayWindow = NewSize(0)
+			_ = c.WriteTimeout.Set("x")
+			c.LogFormat = "xml"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			tc.set(c)
+			before := *c
+			first := c.Validate()
+			if !reflect.DeepEqual(before, *c) {
+				t.Fatalf("Validate changed the config:\nbefore %+v\nafter  %+v", before, *c)
+			}
+			if second := c.Validate(); fmt.Sprint(first) != fmt.Sprint(second) {
+				t.Fatalf("second Validate = %v, first %v", second, first)
+			}
+		})
+	}
+}
+
+// Load writes the derived auth and demo once the settings are valid.
+func TestLoadSettlesAuthAndDemo(t *testing.T) {
+	c, err := loadT(t, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Auth != AuthNone || !c.Demo.B {
+		t.Fatalf("auth %q demo %v, want none and on for the zero-setup run", c.Auth, c.Demo.B)
+	}
+}
+
+// A setting that fails to parse gets that one error, not also "must be > 0"
+// for the zero it parsed to; a check built on it (replay_window against
+// max_event_bytes) is skipped.
+func TestOneErrorPerBadSetting(t *testing.T) {
+	_, err := loadT(t, []string{"--max-event-bytes", "lots", "--replay-window", "x"}, nil, "")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "max_event_bytes: must be a positive size") ||
+		!strings.HasPrefix(lines[1], "replay_window: must be a positive size") {
+		t.Fatalf("want one parse error each for max_event_bytes and replay_window, got %q", err.Error())
+	}
+}
+
+func TestGroup(t *testing.T) {
+	c := Default()
+	c.NodeID = "n1"
+	if got := c.Group(); got != "notifybridge-n1" {
+		t.Fatalf("Group() = %q, want notifybridge-n1 (contract §4)", got)
 	}
 }
