@@ -87,6 +87,10 @@ func TestRedisOutOfMemory(t *testing.T) {
 		}
 		return nil
 	})
+	// The reason is in the log, next to the counted refusal.
+	if !strings.Contains(n.Out.String(), "OOM command not allowed") {
+		t.Errorf("the node's log does not say why the dead letter failed")
+	}
 	if !isPending(t, rdb, badID) {
 		t.Fatalf("bad entry %s is not pending while its dead letter is refused (acked and lost?)", badID)
 	}
@@ -158,10 +162,18 @@ func TestRedisOutOfMemory(t *testing.T) {
 	finalBroadcast(t, rdb, "notifications")
 	p.Stop()
 	checkAll(t, rdb, "notifications", append(sess, late), true, 30*time.Second)
-	// The late node's group starts at what it warmed: its sessions get what
-	// came after they connected, which the window holds.
+	// The late node's group starts at what it warmed: its sessions get
+	// exactly what the stream has for them after their caught_up.
+	want2 := expected(t, rdb, "notifications", sess2)
 	for _, r := range sess2 {
-		r.conns[0].WaitControl("caught_up", 10*time.Second)
+		from := r.conns[0].WaitControl("caught_up", 10*time.Second).Last
+		var ids []string
+		for _, id := range want2[r.user] {
+			if idLess(from, id) {
+				ids = append(ids, id)
+			}
+		}
+		e2e.WaitFor(t, 20*time.Second, "the late node delivers", func() error { return r.check(ids, true) })
 	}
 	e2e.WaitFor(t, 20*time.Second, "nothing left pending", func() error {
 		if c := pendingCount(t, rdb); c != 0 {
