@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,7 +30,10 @@ type Config struct {
 	Hooks Hooks
 }
 
-// Defaults of Config.
+// Defaults of Config. WindowBytes and CursorInterval default to their
+// settings' documented defaults (README, contract §4), which config/ holds;
+// TestDefaultsAreTheSettings pins the two together. The backfill knobs have
+// no setting: their defaults live here only.
 const (
 	DefaultWindowBytes     = 64 << 20
 	DefaultCursorInterval  = 30 * time.Second
@@ -64,7 +66,8 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate names the first bad setting as users write it.
+// Validate reports every bad setting, joined with errors.Join, each named as
+// users write it (replay_window: must be > 0).
 func (c *Config) Validate() error {
 	var errs []error
 	if c.WindowBytes <= 0 {
@@ -82,10 +85,7 @@ func (c *Config) Validate() error {
 	if c.BackfillWorkers <= 0 {
 		errs = append(errs, errors.New("backfill_workers: must be > 0"))
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("bridge: %w", errors.Join(errs...))
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // ResumeSource says where a new connection's replay comes from.

@@ -318,6 +318,10 @@ func (c *Config) Validate() error {
 			bad(p.name, errors.New("must be >= 0"))
 		}
 	}
+	if c.IngestBlock.Duration > 0 && c.IngestBlock.Duration < time.Millisecond {
+		// XREADGROUP BLOCK counts milliseconds; 0 would block for ever.
+		bad("ingest_block", fmt.Errorf("must be at least 1ms, got %s", c.IngestBlock.String()))
+	}
 	if c.MaxEventBytes.Bytes > maxEventBytesLimit {
 		bad("max_event_bytes", fmt.Errorf("must be at most %s, got %s", FormatSize(maxEventBytesLimit), c.MaxEventBytes.String()))
 	}

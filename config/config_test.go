@@ -134,6 +134,7 @@ func TestValidationNamesEachBadSetting(t *testing.T) {
 		{[]string{"--demo", "--redis-url", "redis://x:1", "--jwt-secret", "s"}, "demo: may be on only with auth=none"},
 		{[]string{"--max-event-bytes", "1MiB", "--replay-window", "1MiB"}, "replay_window: must hold at least four of the largest events"},
 		{[]string{"--node-id", "a b"}, `node_id: must be 1–200 bytes without whitespace or comma`},
+		{[]string{"--ingest-block", "500us"}, `ingest_block: must be at least 1ms, got 500µs`},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

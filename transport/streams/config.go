@@ -44,37 +44,52 @@ func (NopHooks) EntriesRead(int)          {}
 func (NopHooks) AcksFlushed(int)          {}
 func (NopHooks) RedisError(string, error) {}
 
-// Config configures a Subscriber. Zero values take the defaults below.
+// Defaults of Config. Where a field is a node setting, its default is that
+// setting's documented default (README, contract §4), so a library user who
+// leaves a field zero gets the number an operator reads about; config/ holds
+// those and TestDefaultsAreTheSettings pins the two together.
+const (
+	DefaultBatchSize       = 256                   // ingest_batch
+	DefaultBlock           = 2 * time.Second       // ingest_block
+	DefaultAckBatch        = DefaultBatchSize      // the node passes ingest_batch
+	DefaultAckInterval     = 20 * time.Millisecond // ack_interval
+	DefaultRetryBackoffMax = 5 * time.Second       // redis_retry_backoff
+	DefaultCloseTimeout    = 10 * time.Second      // shutdown_timeout
+	DefaultNackBackoff     = 10 * time.Millisecond // no setting
+	DefaultNackBackoffMax  = time.Second           // no setting
+)
+
+// Config configures a Subscriber. Zero values take the defaults above.
 type Config struct {
 	// Stream is the stream key; Subscribe accepts only this topic.
 	Stream string
-	// Group is the consumer group, notifybridge-<node_id>.
+	// Group is the consumer group, notifybridge-<node_id> (config.GroupPrefix).
 	Group string
 	// Consumer is the one consumer of the group, the node_id.
 	Consumer string
 
-	// BatchSize is XREADGROUP COUNT. Default 256.
+	// BatchSize is XREADGROUP COUNT (ingest_batch).
 	BatchSize int
-	// Block is XREADGROUP BLOCK when no entry is waiting. Default 1s: it costs
-	// one command per second when idle and bounds how long Close waits for an
-	// in-flight read (go-redis does not abort a blocked read on cancel).
+	// Block is XREADGROUP BLOCK when no entry is waiting (ingest_block). It
+	// costs one command per Block when idle and bounds how long Close waits
+	// for an in-flight read (go-redis does not abort a blocked read on cancel).
 	Block time.Duration
-	// AckBatch flushes the pending acks once this many are waiting. Default 256.
+	// AckBatch flushes the pending acks once this many are waiting.
 	AckBatch int
 	// AckInterval flushes pending acks at most this long after the first of
-	// them. Default 10ms: short enough that a crash redelivers only a few
+	// them (ack_interval): short enough that a crash redelivers only a few
 	// already-handled entries, long enough that a trickle of events costs at
-	// most 100 XACK/s.
+	// most 50 XACK/s.
 	AckInterval time.Duration
 	// NackBackoff is the first delay before a nacked message is sent again;
-	// it doubles up to NackBackoffMax. Defaults 10ms and 1s.
+	// it doubles up to NackBackoffMax.
 	NackBackoff    time.Duration
 	NackBackoffMax time.Duration
 	// RetryBackoffMax caps the backoff after Redis errors (connection lost,
-	// server restarting). It starts at 50ms. Default 5s.
+	// server restarting); it starts at 50ms (redis_retry_backoff).
 	RetryBackoffMax time.Duration
 	// CloseTimeout is how long Close lets the in-flight message finish (ack or
-	// nack) and the final XACK run. Default 5s.
+	// nack) and the final XACK run (shutdown_timeout).
 	CloseTimeout time.Duration
 
 	// StartID names the id at which a missing group is created (XGROUP CREATE
@@ -94,28 +109,28 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.BatchSize == 0 {
-		c.BatchSize = 256
+		c.BatchSize = DefaultBatchSize
 	}
 	if c.Block == 0 {
-		c.Block = time.Second
+		c.Block = DefaultBlock
 	}
 	if c.AckBatch == 0 {
-		c.AckBatch = 256
+		c.AckBatch = DefaultAckBatch
 	}
 	if c.AckInterval == 0 {
-		c.AckInterval = 10 * time.Millisecond
+		c.AckInterval = DefaultAckInterval
 	}
 	if c.NackBackoff == 0 {
-		c.NackBackoff = 10 * time.Millisecond
+		c.NackBackoff = DefaultNackBackoff
 	}
 	if c.NackBackoffMax == 0 {
-		c.NackBackoffMax = time.Second
+		c.NackBackoffMax = DefaultNackBackoffMax
 	}
 	if c.RetryBackoffMax == 0 {
-		c.RetryBackoffMax = 5 * time.Second
+		c.RetryBackoffMax = DefaultRetryBackoffMax
 	}
 	if c.CloseTimeout == 0 {
-		c.CloseTimeout = 5 * time.Second
+		c.CloseTimeout = DefaultCloseTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
@@ -125,7 +140,9 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate reports the first bad setting, named as in the configuration.
+// Validate reports every bad setting, joined with errors.Join, each named
+// as the node's setting when it is one (ingest_batch, ack_interval, …) and
+// as the field in snake case otherwise (ack_batch).
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Stream == "" {
@@ -137,22 +154,24 @@ func (c *Config) Validate() error {
 	if c.Consumer == "" {
 		errs = append(errs, errors.New("consumer: must not be empty"))
 	}
-	positive := []struct {
+	checks := []struct {
 		name string
 		ok   bool
+		want string
 		val  any
 	}{
-		{"ingest_batch_size", c.BatchSize > 0, c.BatchSize},
-		{"ingest_block", c.Block >= time.Millisecond, c.Block},
-		{"ingest_ack_batch", c.AckBatch > 0, c.AckBatch},
-		{"ingest_ack_interval", c.AckInterval > 0, c.AckInterval},
-		{"nack_backoff", c.NackBackoff > 0 && c.NackBackoff <= c.NackBackoffMax, c.NackBackoff},
-		{"retry_backoff_max", c.RetryBackoffMax > 0, c.RetryBackoffMax},
-		{"close_timeout", c.CloseTimeout > 0, c.CloseTimeout},
+		{"ingest_batch", c.BatchSize > 0, "> 0", c.BatchSize},
+		{"ingest_block", c.Block >= time.Millisecond, ">= 1ms", c.Block},
+		{"ack_batch", c.AckBatch > 0, "> 0", c.AckBatch},
+		{"ack_interval", c.AckInterval > 0, "> 0", c.AckInterval},
+		{"nack_backoff", c.NackBackoff > 0, "> 0", c.NackBackoff},
+		{"nack_backoff_max", c.NackBackoffMax >= c.NackBackoff, ">= nack_backoff", c.NackBackoffMax},
+		{"redis_retry_backoff", c.RetryBackoffMax > 0, "> 0", c.RetryBackoffMax},
+		{"shutdown_timeout", c.CloseTimeout > 0, "> 0", c.CloseTimeout},
 	}
-	for _, p := range positive {
+	for _, p := range checks {
 		if !p.ok {
-			errs = append(errs, fmt.Errorf("%s: must be > 0, got %v", p.name, p.val))
+			errs = append(errs, fmt.Errorf("%s: must be %s, got %v", p.name, p.want, p.val))
 		}
 	}
 	return errors.Join(errs...)

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/notifybridge/notifybridge/config"
 	"github.com/notifybridge/notifybridge/internal/testwait"
 )
 
@@ -56,7 +57,7 @@ func addN(t testing.TB, c redis.UniversalClient, stream string, n int) []string 
 func testConfig(t testing.TB, stream string) Config {
 	return Config{
 		Stream:          stream,
-		Group:           "notifybridge-test",
+		Group:           config.GroupPrefix + "test",
 		Consumer:        "test",
 		Block:           100 * time.Millisecond,
 		CloseTimeout:    200 * time.Millisecond,

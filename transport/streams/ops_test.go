@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/notifybridge/notifybridge/config"
 	"github.com/notifybridge/notifybridge/internal/redistest"
 )
 
@@ -61,7 +62,9 @@ func TestExpireGroups(t *testing.T) {
 	c := redistest.Start(t).Client()
 	ctx := ctxT(t)
 	addN(t, c, "s", 3)
-	for _, g := range []string{"notifybridge-old", "notifybridge-live", "notifybridge-me", "other-app", "notifybridge-empty"} {
+	// The node's groups, named as the node names them.
+	const p = config.GroupPrefix
+	for _, g := range []string{p + "old", p + "live", p + "me", "other-app", p + "empty"} {
 		if err := c.XGroupCreate(ctx, "s", g, "0").Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -73,28 +76,28 @@ func TestExpireGroups(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, g := range []string{"notifybridge-old", "other-app", "notifybridge-me"} {
+	for _, g := range []string{p + "old", "other-app", p + "me"} {
 		read(g)
 	}
 	// Wait until the consumers above are idle past the TTL, then touch the live one.
 	const ttl = 50 * time.Millisecond
 	waitFor(t, 5*time.Second, func() error {
-		cs, err := c.XInfoConsumers(ctx, "s", "notifybridge-old").Result()
+		cs, err := c.XInfoConsumers(ctx, "s", p+"old").Result()
 		if err != nil || len(cs) != 1 || cs[0].Idle <= ttl {
 			return fmt.Errorf("consumers %v %v", cs, err)
 		}
 		return nil
 	})
-	read("notifybridge-live")
+	read(p + "live")
 
-	deleted, err := ExpireGroups(ctx, c, "s", "notifybridge-", "notifybridge-me", ttl)
+	deleted, err := ExpireGroups(ctx, c, "s", p, p+"me", ttl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(deleted, []string{"notifybridge-old"}) {
+	if !slices.Equal(deleted, []string{p + "old"}) {
 		t.Fatalf("deleted %v, want only notifybridge-old (own, live, foreign and consumer-less groups stay)", deleted)
 	}
-	if deleted, err := ExpireGroups(ctx, c, "missing", "notifybridge-", "x", ttl); err != nil || deleted != nil {
+	if deleted, err := ExpireGroups(ctx, c, "missing", p, "x", ttl); err != nil || deleted != nil {
 		t.Fatalf("missing stream: %v %v", deleted, err)
 	}
 }

@@ -485,13 +485,3 @@ func TestSubscriberSurvivesRedisRestart(t *testing.T) {
 	}
 	t.Logf("%d produced, %d received, %d redis errors survived", len(produced), len(got.snapshot()), hooks.errs.Load())
 }
-
-func TestConfigValidate(t *testing.T) {
-	if _, err := NewSubscriber(nil, Config{}); err == nil {
-		t.Fatal("empty config accepted")
-	}
-	cfg := Config{Stream: "s", Group: "g", Consumer: "c", BatchSize: -1}
-	if _, err := NewSubscriber(nil, cfg); err == nil || err.Error() != "ingest_batch_size: must be > 0, got -1" {
-		t.Fatalf("got %v", err)
-	}
-}

@@ -12,8 +12,30 @@ import (
 	"go.uber.org/zap"
 )
 
-// Config configures a Server. Zero values take the defaults of contract §4;
-// New calls setDefaults and then Validate.
+// Defaults of Config. Where a field is a node setting, its default is that
+// setting's documented default (README, contract §4), so a library user who
+// leaves a field zero gets the number an operator reads about; config/ holds
+// those and TestDefaultsAreTheSettings pins the two together.
+const (
+	DefaultListen           = ":8080"          // listen
+	DefaultMaxGroups        = 100              // max_groups
+	DefaultMaxConnections   = 100000           // max_connections
+	DefaultMaxMessageBytes  = 4096             // max_message_bytes
+	DefaultHandshakeTimeout = 5 * time.Second  // handshake_timeout
+	DefaultPingInterval     = 25 * time.Second // ping_interval
+	DefaultWriteTimeout     = 10 * time.Second // write_timeout
+	DefaultMaxHandshakes    = 4096             // no setting
+	DefaultMaxHeaderBytes   = 8192             // no setting
+	DefaultCloseGrace       = 2 * time.Second  // no setting
+	DefaultMaxWriteBatch    = 64 << 10         // no setting
+)
+
+// DefaultWorkers is the pool size when Workers (workers) is 0: max(4, 2 ×
+// GOMAXPROCS).
+func DefaultWorkers() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
+
+// Config configures a Server. Zero values take the defaults above; New
+// calls setDefaults and then Validate.
 type Config struct {
 	// Listen is the TCP address to listen on (default ":8080"); ignored when
 	// Listener is set.
@@ -84,40 +106,40 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.Listen == "" && c.Listener == nil {
-		c.Listen = ":8080"
+		c.Listen = DefaultListen
 	}
 	if c.MaxGroups == 0 {
-		c.MaxGroups = 100
+		c.MaxGroups = DefaultMaxGroups
 	}
 	if c.MaxConnections == 0 {
-		c.MaxConnections = 100000
+		c.MaxConnections = DefaultMaxConnections
 	}
 	if c.MaxHandshakes == 0 {
-		c.MaxHandshakes = 4096
+		c.MaxHandshakes = DefaultMaxHandshakes
 	}
 	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = 4096
+		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = 8192
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	if c.HandshakeTimeout == 0 {
-		c.HandshakeTimeout = 5 * time.Second
+		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if c.PingInterval == 0 {
-		c.PingInterval = 25 * time.Second
+		c.PingInterval = DefaultPingInterval
 	}
 	if c.WriteTimeout == 0 {
-		c.WriteTimeout = 10 * time.Second
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.CloseGrace == 0 {
-		c.CloseGrace = 2 * time.Second
+		c.CloseGrace = DefaultCloseGrace
 	}
 	if c.Workers == 0 {
-		c.Workers = max(4, 2*runtime.GOMAXPROCS(0))
+		c.Workers = DefaultWorkers()
 	}
 	if c.MaxWriteBatch == 0 {
-		c.MaxWriteBatch = 64 << 10
+		c.MaxWriteBatch = DefaultMaxWriteBatch
 	}
 	if c.Hooks == nil {
 		c.Hooks = nopHooks{}
@@ -127,8 +149,11 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate reports the first invalid setting, named as users write it.
+// Validate reports every invalid setting, joined with errors.Join, each
+// named as users write it (the node's setting, or the field in snake case
+// where there is none).
 func (c *Config) Validate() error {
+	var errs []error
 	positive := []struct {
 		name string
 		v    int64
@@ -137,7 +162,6 @@ func (c *Config) Validate() error {
 		{"max_connections", int64(c.MaxConnections)},
 		{"max_handshakes", int64(c.MaxHandshakes)},
 		{"max_message_bytes", int64(c.MaxMessageBytes)},
-		{"max_header_bytes", int64(c.MaxHeaderBytes)},
 		{"handshake_timeout", int64(c.HandshakeTimeout)},
 		{"ping_interval", int64(c.PingInterval)},
 		{"write_timeout", int64(c.WriteTimeout)},
@@ -147,33 +171,34 @@ func (c *Config) Validate() error {
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
-			return fmt.Errorf("%s: must be > 0", p.name)
+			errs = append(errs, fmt.Errorf("%s: must be > 0", p.name))
 		}
 	}
 	if c.MaxConnectionsPerIP < 0 {
-		return errors.New("max_connections_per_ip: must be >= 0")
+		errs = append(errs, errors.New("max_connections_per_ip: must be >= 0"))
 	}
 	if c.MaxHeaderBytes < 256 {
-		return errors.New("max_header_bytes: must be >= 256")
+		errs = append(errs, errors.New("max_header_bytes: must be >= 256"))
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {
 			continue
 		}
 		if _, err := normalizeOrigin(o); err != nil {
-			return fmt.Errorf("allowed_origins: %q: %v", o, err)
+			errs = append(errs, fmt.Errorf("allowed_origins: %q: %v", o, err))
+			break
 		}
 	}
 	if c.Auth == nil {
-		return errors.New("auth: no authenticator")
+		errs = append(errs, errors.New("auth: no authenticator"))
 	}
 	if c.Accept == nil {
-		return errors.New("wspool: Accept is required")
+		errs = append(errs, errors.New("wspool: Accept is required"))
 	}
 	if c.ValidateName == nil {
-		return errors.New("wspool: ValidateName is required")
+		errs = append(errs, errors.New("wspool: ValidateName is required"))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // normalizeOrigin lowercases scheme and host and drops a default port, so
