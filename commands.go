@@ -15,11 +15,29 @@ import (
 	"time"
 
 	benchpkg "github.com/notifybridge/notifybridge/bench"
-	"github.com/notifybridge/notifybridge/bridge"
 	"github.com/notifybridge/notifybridge/config"
+	"github.com/notifybridge/notifybridge/internal/node"
 	"github.com/notifybridge/notifybridge/publisher"
 	"github.com/notifybridge/notifybridge/transport/streams"
 )
+
+// usage is the top-level help (notifybridge help).
+const usage = `notifybridge delivers events from a Redis Stream to WebSocket clients.
+
+Usage:
+  notifybridge [serve] [settings]     run the bridge (default)
+  notifybridge publish --to user:42 --type alarm --data '{"k":1}' [settings]
+  notifybridge bench [scenario flags] load generator and report
+  notifybridge config [settings]      print the effective configuration, secrets redacted
+  notifybridge dead list [--count N]  dead letters, newest first, with their reasons
+  notifybridge dead requeue <id>…     append dead letters' original fields to the stream again
+  notifybridge version                print the version
+  notifybridge healthcheck [settings] exit 0 when admin_listen's /healthz answers (container probes)
+
+Every setting is a flag (--replay-window 64MiB), an environment variable
+(BRIDGE_REPLAY_WINDOW) and a key in the YAML file given with --config.
+Run "notifybridge serve --help" for the list.
+`
 
 func printConfig(args []string, stdout, stderr io.Writer) error {
 	cfg, _, err := config.Load("notifybridge config", args, stderr, nil)
@@ -46,24 +64,20 @@ func publish(args []string, stdout, stderr io.Writer) error {
 		return errors.New("redis_url is not set: point --redis-url (or BRIDGE_REDIS_URL) at the bridge's Redis; " +
 			"a bridge running with the embedded Redis prints its address (redis://127.0.0.1:<port>) in its start log")
 	}
-	rc, err := openRedis(cfg)
+	rc, err := node.OpenRedis(cfg)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	pub := publisher.New(rc.Client, cfg.Stream, limits(cfg))
+	pub := publisher.New(rc.Client, cfg.Stream, cfg.Limits())
 	id, err := pub.Publish(ctx, to, typ, data)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, id)
 	return nil
-}
-
-func limits(cfg *config.Config) bridge.Limits {
-	return bridge.Limits{MaxEventBytes: int(cfg.MaxEventBytes.Bytes), MaxRecipients: cfg.MaxRecipients.N}
 }
 
 // healthcheck probes /healthz on admin_listen, for images without curl.
@@ -179,7 +193,7 @@ func dead(args []string, stdout, stderr io.Writer) error {
 	if cfg.Embedded() {
 		return errors.New("redis_url is not set: point --redis-url at the bridge's Redis")
 	}
-	rc, err := openRedis(cfg)
+	rc, err := node.OpenRedis(cfg)
 	if err != nil {
 		return err
 	}

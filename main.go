@@ -1,37 +1,29 @@
 // Command notifybridge delivers notifications from a Redis Stream to
-// WebSocket clients. This file only parses the command line and wires the
-// rooms together: config/, transport/, bridge/ and handlers/.
+// WebSocket clients. main.go picks the subcommand and, for serve, runs the
+// node's life: load config, node.New, Run until ready, wait for SIGTERM or
+// SIGINT, Shutdown within shutdown_timeout. What a node is and does lives in
+// internal/node; the other subcommands are in commands.go.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
 
 	benchpkg "github.com/notifybridge/notifybridge/bench"
+	"github.com/notifybridge/notifybridge/config"
+	"github.com/notifybridge/notifybridge/internal/node"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
 var version = "dev"
-
-const usage = `notifybridge delivers events from a Redis Stream to WebSocket clients.
-
-Usage:
-  notifybridge [serve] [settings]     run the bridge (default)
-  notifybridge publish --to user:42 --type alarm --data '{"k":1}' [settings]
-  notifybridge bench [scenario flags] load generator and report
-  notifybridge config [settings]      print the effective configuration, secrets redacted
-  notifybridge dead list [--count N]  dead letters, newest first, with their reasons
-  notifybridge dead requeue <id>…     append dead letters' original fields to the stream again
-  notifybridge version                print the version
-  notifybridge healthcheck [settings] exit 0 when admin_listen's /healthz answers (container probes)
-
-Every setting is a flag (--replay-window 64MiB), an environment variable
-(BRIDGE_REPLAY_WINDOW) and a key in the YAML file given with --config.
-Run "notifybridge serve --help" for the list.
-`
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -67,12 +59,58 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, flag.ErrHelp):
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return 0
 	default:
 		fmt.Fprintf(stderr, "notifybridge %s: %v\n", cmd, err)
 		return 1
 	}
+}
+
+// serve runs one node until SIGTERM or SIGINT, then drains it.
+func serve(args []string, stderr io.Writer) error {
+	cfg, _, err := config.Load("notifybridge serve", args, stderr, nil)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	n, err := node.New(cfg, log, version)
+	if err != nil {
+		return err
+	}
+	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stopSignals()
+	runErr := n.Run(ctx) // returns once ready, or why it could not get there
+	if runErr == nil {
+		<-ctx.Done()
+	}
+	stopSignals()
+	exitOnSecondSignal(log)
+
+	deadline, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.Duration)
+	defer cancel()
+	// A drain cut short by shutdown_timeout is logged by the node; the
+	// process still stopped as configured.
+	_ = n.Shutdown(deadline)
+	if errors.Is(runErr, context.Canceled) {
+		return nil // a signal before the node was ready
+	}
+	return runErr
+}
+
+// exitOnSecondSignal makes a second SIGTERM or SIGINT exit at once, without
+// waiting for the drain.
+func exitOnSecondSignal(log *zap.Logger) {
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-again
+		log.Warn("second signal: exiting now")
+		os.Exit(1)
+	}()
 }

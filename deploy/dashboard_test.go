@@ -12,16 +12,16 @@ import (
 )
 
 // telemetryNames reads the metric names the binary registers from
-// telemetry.go, the one place they are defined, so the dashboard and the
+// internal/node/telemetry.go, the one place they are defined, so the dashboard and the
 // alerts cannot drift from them unnoticed.
 func telemetryNames(t *testing.T) (names map[string]bool, histograms map[string]bool) {
 	t.Helper()
-	src, err := os.ReadFile("../telemetry.go")
+	src, err := os.ReadFile("../internal/node/telemetry.go")
 	if err != nil {
 		t.Fatal(err)
 	}
 	names, histograms = map[string]bool{}, map[string]bool{}
-	re := regexp.MustCompile(`prometheus\.New(\w+)\(prometheus\.\w+Opts\{Name:\s*"(notifybridge_\w+)"`)
+	re := regexp.MustCompile(`\bNew(\w+)\(prometheus\.\w+Opts\{Name:\s*"(notifybridge_\w+)"`)
 	for _, m := range re.FindAllStringSubmatch(string(src), -1) {
 		names[m[2]] = true
 		if m[1] == "Histogram" || m[1] == "HistogramVec" {

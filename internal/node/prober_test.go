@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -52,8 +52,8 @@ func TestProberLagWhenRedisCannotCompute(t *testing.T) {
 		t.Skipf("this redis-server computes lag %d after the trim; nothing to fall back from", groups[0].Lag)
 	}
 
-	tel := newTelemetry(prometheus.NewRegistry(), "test")
-	ready := &readiness{}
+	ready := &Readiness{}
+	tel := newTelemetry(prometheus.NewRegistry(), "test", ready, 0)
 	p := startProber(rdb, ready, tel, cfg, zap.NewNop())
 	defer p.Close()
 	deadline := time.Now().Add(5 * time.Second)

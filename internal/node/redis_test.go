@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -30,7 +30,7 @@ func TestRedisClientDropsIdleConnections(t *testing.T) {
 	} {
 		cfg := config.Default()
 		cfg.RedisURL = tc.url
-		rc, err := openRedis(cfg)
+		rc, err := OpenRedis(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,7 +73,7 @@ func TestRedisClientAfterForgottenPartition(t *testing.T) {
 		}
 		cfg := config.Default()
 		cfg.RedisURL = "redis://" + px.Addr() + tc.query
-		rc, err := openRedis(cfg)
+		rc, err := OpenRedis(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -12,22 +12,25 @@ import (
 	"github.com/notifybridge/notifybridge/config"
 )
 
-// redisConn is the node's Redis: an external server from redis_url, or an
-// embedded in-memory one for zero-setup runs.
-type redisConn struct {
+// Redis is the node's Redis: an external server from redis_url, or an
+// embedded in-memory one for zero-setup runs. The publish and dead
+// subcommands open it too.
+type Redis struct {
 	Client   redis.UniversalClient
 	URL      string // redacted form, safe to log
 	embedded *miniredis.Miniredis
 }
 
-func openRedis(cfg *config.Config) (*redisConn, error) {
+// OpenRedis makes the client redis_url names (no command is sent yet), or
+// starts the embedded Redis when redis_url is empty.
+func OpenRedis(cfg *config.Config) (*Redis, error) {
 	if cfg.Embedded() {
 		m := miniredis.NewMiniRedis()
 		if err := m.StartAddr("127.0.0.1:0"); err != nil {
 			return nil, fmt.Errorf("embedded redis: %w", err)
 		}
 		url := "redis://" + m.Addr()
-		return &redisConn{Client: redis.NewClient(&redis.Options{Addr: m.Addr()}), URL: url, embedded: m}, nil
+		return &Redis{Client: redis.NewClient(&redis.Options{Addr: m.Addr()}), URL: url, embedded: m}, nil
 	}
 	p, err := config.ParseRedisURL(cfg.RedisURL)
 	if err != nil {
@@ -55,7 +58,7 @@ func openRedis(cfg *config.Config) (*redisConn, error) {
 		p.Single.ConnMaxIdleTime = idleConnMax(p.Single.ConnMaxIdleTime)
 		c = redis.NewClient(p.Single)
 	}
-	return &redisConn{Client: c, URL: config.RedactURL(cfg.RedisURL)}, nil
+	return &Redis{Client: c, URL: config.RedactURL(cfg.RedisURL)}, nil
 }
 
 // defaultConnMaxIdle bounds how long a pooled connection may sit idle and
@@ -80,7 +83,8 @@ func idleConnMax(fromURL time.Duration) time.Duration {
 	return defaultConnMaxIdle
 }
 
-func (r *redisConn) Close() {
+// Close closes the client and stops the embedded Redis.
+func (r *Redis) Close() {
 	_ = r.Client.Close()
 	if r.embedded != nil {
 		r.embedded.Close()

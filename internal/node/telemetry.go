@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"runtime"
@@ -7,13 +7,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/notifybridge/notifybridge/bridge"
+	"github.com/notifybridge/notifybridge/transport/streams"
 )
 
-// telemetry turns the rooms' hooks into Prometheus metrics. Names start with
-// notifybridge_, units are in the names, and no label carries a user id,
-// group name or free text: cardinality stays fixed.
+// telemetry turns the rooms' hooks into Prometheus metrics. Each metric is
+// declared once, in newTelemetry, and registered as it is made. Names start
+// with notifybridge_, units are in the names, and no label carries a user
+// id, group name or free text: cardinality stays fixed.
 type telemetry struct {
 	ingested       prometheus.Counter
 	deadLettered   *prometheus.CounterVec
@@ -38,87 +41,83 @@ type telemetry struct {
 	latency        prometheus.Histogram
 	appended       prometheus.Counter
 	duplicateDrops prometheus.Counter
-	ready          prometheus.Gauge
-	maxConnections prometheus.Gauge
 	retries        prometheus.Counter
 	backfillReads  prometheus.Counter
 	backfillRows   prometheus.Counter
 }
 
-func newTelemetry(reg *prometheus.Registry, version string) *telemetry {
-	f := func(c prometheus.Collector) { reg.MustRegister(c) }
+// newTelemetry registers the node's metrics on reg. notifybridge_ready is
+// read from ready at each scrape, so it never lags /readyz.
+func newTelemetry(reg prometheus.Registerer, version string, ready *Readiness, maxConnections int) *telemetry {
+	f := promauto.With(reg)
 	t := &telemetry{
-		ingested: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_entries_ingested_total",
+		ingested: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_entries_ingested_total",
 			Help: "Stream entries read by the ingest router (pending re-reads included)."}),
-		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_entries_dead_lettered_total",
+		deadLettered: f.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_entries_dead_lettered_total",
 			Help: "Entries written to <stream>:dead, by reason class."}, []string{"reason"}),
-		acked: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_entries_acked_total",
+		acked: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_entries_acked_total",
 			Help: "Entries acknowledged with XACK."}),
-		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "notifybridge_ingest_batch_entries",
+		batchSize: f.NewHistogram(prometheus.HistogramOpts{Name: "notifybridge_ingest_batch_entries",
 			Help: "Entries per XREADGROUP reply.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}}),
-		groupLag: prometheus.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_consumer_group_lag_entries",
+		groupLag: f.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_consumer_group_lag_entries",
 			Help: "Entries in the stream not yet delivered to this node's group (XINFO GROUPS lag)."}),
-		groupPending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_consumer_group_pending_entries",
+		groupPending: f.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_consumer_group_pending_entries",
 			Help: "Entries delivered to this node's group and not yet acknowledged."}),
-		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_redis_errors_total",
+		redisErrors: f.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_redis_errors_total",
 			Help: "Failed Redis commands, by command."}, []string{"op"}),
-		connections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_connections",
+		connections: f.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_connections",
 			Help: "Open WebSocket connections."}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_handshakes_refused_total",
+		refused: f.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_handshakes_refused_total",
 			Help: "WebSocket handshakes refused, by HTTP status."}, []string{"status"}),
-		closes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_connections_closed_total",
+		closes: f.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_connections_closed_total",
 			Help: "Connections closed, by WebSocket close code (1006: closed at TCP level)."}, []string{"code"}),
-		framesWritten: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_frames_written_total",
+		framesWritten: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_frames_written_total",
 			Help: "WebSocket frames written."}),
-		bytesWritten: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_bytes_written_total",
+		bytesWritten: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_bytes_written_total",
 			Help: "Bytes written to WebSocket connections."}),
-		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_write_errors_total",
+		writeErrors: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_write_errors_total",
 			Help: "Socket write errors."}),
-		slowCloses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_slow_client_closes_total",
+		slowCloses: f.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_slow_client_closes_total",
 			Help: "Connections closed for being slow (1013 or at TCP level), by cause: write_timeout, evicted, replay_failed, replay_trimmed."}, []string{"cause"}),
-		windowBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_replay_window_bytes",
+		windowBytes: f.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_replay_window_bytes",
 			Help: "Bytes the replay window accounts for."}),
-		windowEvents: prometheus.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_replay_window_events",
+		windowEvents: f.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_replay_window_events",
 			Help: "Events held in the replay window."}),
-		evictions: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_replay_window_evictions_total",
+		evictions: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_replay_window_evictions_total",
 			Help: "Events evicted from the replay window."}),
-		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_resumes_total",
+		resumes: f.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_resumes_total",
 			Help: "Resume requests, by where they were served from (window, redis)."}, []string{"source"}),
-		gaps: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_resume_gaps_total",
+		gaps: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_resume_gaps_total",
 			Help: "Resumes that reported a gap (history trimmed)."}),
-		redisDataLoss: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_redis_data_loss_total",
+		redisDataLoss: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_redis_data_loss_total",
 			Help: "Times this node saw Redis lose stream entries it had read (restart without persistence, failover to a replica behind)."}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "notifybridge_delivery_latency_seconds",
+		latency: f.NewHistogram(prometheus.HistogramOpts{Name: "notifybridge_delivery_latency_seconds",
 			Help:    "From the entry id's time to the frame handed to a connection's writer; 1 ms resolution (stream ids carry milliseconds); sampled: the first live event of one pull in 16 per connection.",
 			Buckets: []float64{.001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
-		appended: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_replay_window_appends_total",
+		appended: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_replay_window_appends_total",
 			Help: "Events appended to the replay window."}),
-		duplicateDrops: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_redelivered_entries_total",
+		duplicateDrops: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_redelivered_entries_total",
 			Help: "Entries redelivered by the stream that the window already held (acked, not appended twice)."}),
-		ready: prometheus.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_ready",
-			Help: "1 while /readyz answers 200, else 0."}),
-		maxConnections: prometheus.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_max_connections",
-			Help: "The max_connections setting, for saturation ratios."}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_handler_retries_total",
+		retries: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_handler_retries_total",
 			Help: "In-place retries of entries whose handling failed."}),
-		backfillReads: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_backfill_reads_total",
+		backfillReads: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_backfill_reads_total",
 			Help: "Pages read from Redis (XRANGE) for resumes older than the replay window; shared by concurrent resumes."}),
-		backfillRows: prometheus.NewCounter(prometheus.CounterOpts{Name: "notifybridge_backfill_entries_total",
+		backfillRows: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_backfill_entries_total",
 			Help: "Entries those backfill pages carried."}),
 	}
-	for _, c := range []prometheus.Collector{t.ready, t.maxConnections, t.retries, t.ingested, t.deadLettered, t.acked, t.batchSize, t.groupLag, t.groupPending,
-		t.redisErrors, t.connections, t.refused, t.closes, t.framesWritten, t.bytesWritten, t.writeErrors, t.slowCloses,
-		t.windowBytes, t.windowEvents, t.evictions, t.resumes, t.gaps, t.redisDataLoss, t.latency,
-		t.appended, t.duplicateDrops, t.backfillReads, t.backfillRows} {
-		f(c)
-	}
-	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_build_info",
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "notifybridge_ready",
+		Help: "1 while /readyz answers 200, else 0."}, func() float64 {
+		if ready.Check() != nil {
+			return 0
+		}
+		return 1
+	})
+	f.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_max_connections",
+		Help: "The max_connections setting, for saturation ratios."}).Set(float64(maxConnections))
+	f.NewGauge(prometheus.GaugeOpts{Name: "notifybridge_build_info",
 		Help:        "Build information; always 1.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}})
-	build.Set(1)
-	f(build)
-	f(collectors.NewGoCollector())
-	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()}}).Set(1)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return t
 }
 
@@ -132,9 +131,9 @@ func (t *telemetry) EntriesRead(n int) {
 }
 func (t *telemetry) AcksFlushed(n int)             { t.acked.Add(float64(n)) }
 func (t *telemetry) RedisError(op string, _ error) { t.redisErrors.WithLabelValues(op).Inc() }
-func (t *telemetry) setGroup(lag, pending int64) {
-	t.groupLag.Set(float64(lag))
-	t.groupPending.Set(float64(pending))
+func (t *telemetry) setGroup(g streams.GroupLag) {
+	t.groupLag.Set(float64(g.Lag))
+	t.groupPending.Set(float64(g.Pending))
 }
 func (t *telemetry) DeadLettered(reasonClass string) {
 	t.deadLettered.WithLabelValues(reasonClass).Inc()
