@@ -116,7 +116,7 @@ func (s *clientSet) rejoin(ctx context.Context, c *wsClient, away time.Duration,
 		return
 	}
 	sem <- struct{}{}
-	code, err := c.reconnect(ctx, s.url(c.user), &s.sink)
+	code, err := c.reconnect(ctx, s.url(c.user), s.io)
 	<-sem
 	if err != nil {
 		s.reconnectFails.Add(1)

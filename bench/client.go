@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -24,12 +23,13 @@ import (
 // after the id the client resumed from, so a repeat of an id it already
 // holds is a duplicate there too.
 type wsClient struct {
-	conn net.Conn
-	r    io.Reader
 	user int
 	tag  []byte // runTag
 
-	wmu sync.Mutex // pong writes and close
+	// wmu serialises writes (pongs, our close frame) and the transport's
+	// own state: the connection or descriptor the frames come from.
+	wmu    sync.Mutex
+	hangup func(sendClose bool) // ends the connection from our side; the transport then closes done
 
 	mu           sync.Mutex
 	last         streamID // newest event of the run received
@@ -44,12 +44,26 @@ type wsClient struct {
 	closeCode    int   // its close code; 1006 when it ended without one
 	closedByUs   bool
 
-	received *atomic.Int64 // shared per set: events received
+	// Set by the transport when it takes a connection: counters and sinks
+	// of the reading loop (epoll) or of the set (goroutine per connection).
+	received *atomic.Int64 // events received
 	caught   *atomic.Int64 // shared per set: clients caught up
 	replayed *latencySink  // latency of frames replayed on resume; nil: they go to the live sink
-	done     chan struct{} // closed when the connection's reader returns
+	done     chan struct{} // closed when the connection's reader is done with it
 	busy     atomic.Bool   // a reconnect of this client is under way
 	away     bool          // closed for a reconnect not yet made; only the holder of busy touches it
+}
+
+// clientIO is how a set's clients get their frames: a few epoll loops on
+// Linux, a goroutine per connection elsewhere (clientio_*.go).
+type clientIO interface {
+	// attach takes over a connection just dialed for c, with what the
+	// handshake read past the 101 (br, may be nil); c.done closes once the
+	// connection has ended and its frames are handled.
+	attach(c *wsClient, conn net.Conn, br *bufio.Reader) error
+	received() int64                                        // events received by every client so far
+	merged() (live latHist, chart []sample, replay latHist) // once every client is closed
+	stop()                                                  // after merged's clients are closed
 }
 
 // streamID is a Redis stream id, compared numerically.
@@ -82,30 +96,24 @@ func quotedID(b []byte) (streamID, bool) {
 	return parseID(b[:end])
 }
 
-// dialWS opens one connection; the reader yields what the handshake read
-// ahead of the first frame.
-func dialWS(ctx context.Context, url string) (net.Conn, io.Reader, error) {
+// dialWS opens one connection; br, when not nil, holds what the handshake
+// read ahead of the first frame.
+func dialWS(ctx context.Context, url string) (net.Conn, *bufio.Reader, error) {
 	d := ws.Dialer{Timeout: 30 * time.Second}
 	conn, br, _, err := d.Dial(ctx, url)
 	if err != nil {
 		return nil, nil, err
 	}
-	var r io.Reader = conn
-	if br != nil {
-		r = io.MultiReader(br, conn)
-	}
-	return conn, r, nil
+	return conn, br, nil
 }
 
-func dialClient(ctx context.Context, url string, user int, tag []byte) (*wsClient, error) {
-	conn, r, err := dialWS(ctx, url)
+func dialClient(ctx context.Context, url string, user int, tag []byte) (*wsClient, net.Conn, *bufio.Reader, error) {
+	conn, br, err := dialWS(ctx, url)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
-	return &wsClient{conn: conn, r: r, user: user, tag: tag, done: make(chan struct{})}, nil
+	return &wsClient{user: user, tag: tag, done: make(chan struct{})}, conn, br, nil
 }
-
-func (c *wsClient) start(sink *latencySink) { go c.read(sink) }
 
 var (
 	idPrefix = []byte(`{"id":"`)
@@ -116,57 +124,14 @@ var (
 	lastKey  = []byte(`"last":"`)
 )
 
-// read parses frames by hand: at 100k+ deliveries a second on the same two
-// cores as the bridge, encoding/json in the clients would be what the run
-// measures. Frames are byte-exact by contract, so prefixes are reliable.
-func (c *wsClient) read(sink *latencySink) {
-	defer close(c.done)
-	br := bufio.NewReaderSize(c.r, 2048)
-	var buf, msg []byte
-	for {
-		h, err := ws.ReadHeader(br)
-		if err != nil {
-			c.ended(0)
-			return
-		}
-		if int64(cap(buf)) < h.Length {
-			buf = make([]byte, h.Length)
-		}
-		p := buf[:h.Length]
-		if _, err := io.ReadFull(br, p); err != nil {
-			c.ended(0)
-			return
-		}
-		if h.Masked {
-			ws.Cipher(p, h.Mask, 0)
-		}
-		switch h.OpCode {
-		case ws.OpPing:
-			c.wmu.Lock()
-			_ = ws.WriteFrame(c.conn, ws.MaskFrame(ws.NewPongFrame(p)))
-			c.wmu.Unlock()
-			continue
-		case ws.OpClose:
-			code, _ := ws.ParseCloseFrameData(p)
-			c.ended(int(code))
-			return
-		case ws.OpText, ws.OpContinuation:
-		default:
-			continue
-		}
-		if !h.Fin || len(msg) > 0 { // fragmented: collect until the last frame
-			msg = append(msg, p...)
-			if !h.Fin {
-				continue
-			}
-			p, msg = msg, msg[:0]
-		}
-		c.frame(p, sink)
-	}
-}
+// frame handles one text message. Frames are byte-exact by contract, so
+// prefixes are reliable and the bench parses them by hand: at 100k+
+// deliveries a second on the same two cores as the bridge, encoding/json
+// in the clients would be what the run measures.
+func (c *wsClient) frame(p []byte, sink *latencySink) { c.frameAt(p, time.Now().UnixMicro(), sink) }
 
-func (c *wsClient) frame(p []byte, sink *latencySink) {
-	now := time.Now().UnixMicro()
+// frameAt is frame for a message received at now (unix µs).
+func (c *wsClient) frameAt(p []byte, now int64, sink *latencySink) {
 	if !bytes.HasPrefix(p, idPrefix) {
 		c.control(p, now)
 		return
@@ -272,17 +237,19 @@ func (c *wsClient) close() {
 	c.mu.Lock()
 	ended := c.serverClosed
 	c.closedByUs = true // from here on an EOF is ours
+	done, hangup := c.done, c.hangup
 	c.mu.Unlock()
-	if !ended {
-		body := make([]byte, 2)
-		binary.BigEndian.PutUint16(body, uint16(ws.StatusNormalClosure))
-		c.wmu.Lock()
-		_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = ws.WriteFrame(c.conn, ws.MaskFrame(ws.NewCloseFrame(body)))
-		c.wmu.Unlock()
-	}
-	_ = c.conn.Close()
-	<-c.done
+	hangup(!ended)
+	<-done
+}
+
+// closeFrame is our masked close frame, 1000.
+func closeFrame() []byte {
+	body := make([]byte, 2)
+	binary.BigEndian.PutUint16(body, uint16(ws.StatusNormalClosure))
+	var b bytes.Buffer
+	_ = ws.WriteFrame(&b, ws.MaskFrame(ws.NewCloseFrame(body)))
+	return b.Bytes()
 }
 
 // down reports whether the connection has ended (closed by either side, or
@@ -303,11 +270,11 @@ func (c *wsClient) down() bool {
 // client holds, as a browser SDK does; the old one must be closed. It
 // returns the close code of the old connection when the bridge ended it, 0
 // when we did. On error the client stays down, to be tried again.
-func (c *wsClient) reconnect(ctx context.Context, url string, sink *latencySink) (int, error) {
+func (c *wsClient) reconnect(ctx context.Context, url string, cio clientIO) (int, error) {
 	c.mu.Lock()
 	from := c.cursor
 	c.mu.Unlock()
-	conn, r, err := dialWS(ctx, url+"&last_event_id="+from.String())
+	conn, br, err := dialWS(ctx, url+"&last_event_id="+from.String())
 	if err != nil {
 		return 0, err
 	}
@@ -316,14 +283,19 @@ func (c *wsClient) reconnect(ctx context.Context, url string, sink *latencySink)
 	if c.serverClosed {
 		code = c.closeCode
 	}
-	c.conn, c.r, c.done = conn, r, make(chan struct{})
+	c.done = make(chan struct{})
 	c.closedByUs, c.serverClosed, c.closeCode = false, false, 0
 	c.replaying = true
 	if from.after(c.last) {
 		c.last = from // anything up to the resume id is a repeat from here on
 	}
+	done := c.done
 	c.mu.Unlock()
-	c.start(sink)
+	if err := cio.attach(c, conn, br); err != nil {
+		_ = conn.Close()
+		close(done) // down, to be tried again
+		return 0, err
+	}
 	return code, nil
 }
 

@@ -62,17 +62,15 @@ type setStats struct {
 
 // clientSet holds one process's clients.
 type clientSet struct {
-	spec     setSpec
-	clients  []*wsClient
-	sink     latencySink
-	replay   latencySink // frames replayed on resume, apart from live latency
-	conn     atomic.Int64
-	caught   atomic.Int64
-	received atomic.Int64
-	done     atomic.Bool
-	doneCh   chan struct{} // closed when connect returns
-	errMu    sync.Mutex
-	err      error
+	spec    setSpec
+	clients []*wsClient
+	io      clientIO // reads every client's frames and holds their latency
+	conn    atomic.Int64
+	caught  atomic.Int64
+	done    atomic.Bool
+	doneCh  chan struct{} // closed when connect returns
+	errMu   sync.Mutex
+	err     error
 
 	reconnects     atomic.Int64
 	reconnectFails atomic.Int64
@@ -84,7 +82,7 @@ type clientSet struct {
 }
 
 func newClientSet(spec setSpec) *clientSet {
-	return &clientSet{spec: spec, clients: make([]*wsClient, spec.Count), doneCh: make(chan struct{})}
+	return &clientSet{spec: spec, clients: make([]*wsClient, spec.Count), doneCh: make(chan struct{}), io: newClientIO(spec.Count)}
 }
 
 // connect opens the set's clients, Dialers at a time so the bridge's accept
@@ -108,17 +106,21 @@ func (s *clientSet) connect(ctx context.Context) {
 			if s.spec.Resume != "" {
 				url += "&last_event_id=" + s.spec.Resume
 			}
-			c, err := dialClient(ctx, url, user, runTag(s.spec.Run))
+			c, conn, br, err := dialClient(ctx, url, user, runTag(s.spec.Run))
 			if err != nil {
 				s.fail(fmt.Errorf("client u%d: %w", user, err))
 				return
 			}
-			c.received, c.caught, c.replayed = &s.received, &s.caught, &s.replay
+			c.caught = &s.caught
 			if s.spec.Resume != "" {
 				c.cursor, _ = parseID([]byte(s.spec.Resume))
 				c.replaying = true
 			}
-			c.start(&s.sink)
+			if err := s.io.attach(c, conn, br); err != nil {
+				_ = conn.Close()
+				s.fail(fmt.Errorf("client u%d: %w", user, err))
+				return
+			}
 			s.clients[i] = c
 			s.conn.Add(1)
 		}(i)
@@ -149,7 +151,7 @@ func (s *clientSet) failed() error {
 }
 
 func (s *clientSet) status() setStatus {
-	st := setStatus{Connected: int(s.conn.Load()), CaughtUp: int(s.caught.Load()), Received: s.received.Load(),
+	st := setStatus{Connected: int(s.conn.Load()), CaughtUp: int(s.caught.Load()), Received: s.io.received(),
 		Reconnects: s.reconnects.Load(), Churning: s.churning.Load(), ConnectDone: s.done.Load()}
 	if err := s.failed(); err != nil {
 		st.Err = err.Error()
@@ -193,12 +195,8 @@ func (s *clientSet) finish() *setStats {
 		st.LastCaughtUpUS = max(st.LastCaughtUpUS, c.caughtUpUS)
 		c.mu.Unlock()
 	}
-	s.sink.mu.Lock()
-	st.Hist, st.Samples = s.sink.hist, s.sink.samples
-	s.sink.mu.Unlock()
-	s.replay.mu.Lock()
-	st.Replay = s.replay.hist
-	s.replay.mu.Unlock()
+	st.Hist, st.Samples, st.Replay = s.io.merged()
+	s.io.stop()
 	return st
 }
 
