@@ -2,15 +2,14 @@ package bridge
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/notifybridge/notifybridge/internal/conntest"
 )
 
 // memStore is an in-memory stream behind the Store interface: XADD with
@@ -172,82 +171,30 @@ func (s *memStore) Info(context.Context) (StreamInfo, error) {
 	return info, nil
 }
 
-// fakePeer records wakes and closes.
+// fakePeer records wakes and closes; wakeCh is its Woken channel.
 type fakePeer struct {
-	wakes  atomic.Int64
-	wakeCh chan struct{}
-
-	mu     sync.Mutex
-	code   int
-	reason string
+	*conntest.Peer
+	wakeCh <-chan struct{}
 }
 
-func newFakePeer() *fakePeer { return &fakePeer{wakeCh: make(chan struct{}, 1)} }
-
-func (p *fakePeer) Wake() {
-	p.wakes.Add(1)
-	select {
-	case p.wakeCh <- struct{}{}:
-	default:
-	}
-}
-
-func (p *fakePeer) Close(code int, reason string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.code == 0 {
-		p.code, p.reason = code, reason
-	}
+func newFakePeer() *fakePeer {
+	p := conntest.NewPeer()
+	return &fakePeer{Peer: p, wakeCh: p.Woken()}
 }
 
 func (p *fakePeer) closeCode() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.code
+	code, _ := p.Closed()
+	return code
 }
 
 // frame is a decoded server frame.
-type frame struct {
-	ID        string          `json:"id"`
-	Type      string          `json:"type"`
-	Data      json.RawMessage `json:"data"`
-	Control   string          `json:"control"`
-	Last      string          `json:"last"`
-	Requested string          `json:"requested"`
-	Oldest    string          `json:"oldest"`
-}
-
-func (f frame) String() string {
-	if f.Control != "" {
-		return fmt.Sprintf("%s(last=%s req=%s old=%s)", f.Control, f.Last, f.Requested, f.Oldest)
-	}
-	return f.ID
-}
-
-func decodeFrame(tb testing.TB, b []byte) frame {
-	tb.Helper()
-	if len(b) < 2 || b[0] != 0x81 {
-		tb.Fatalf("not a text frame: % x", b)
-	}
-	h := TextFrameHeaderLen(0)
-	switch b[1] {
-	case 126:
-		h = 4
-	case 127:
-		h = 10
-	}
-	var f frame
-	if err := json.Unmarshal(b[h:], &f); err != nil {
-		tb.Fatalf("frame %q: %v", b[h:], err)
-	}
-	return f
-}
+type frame = conntest.Frame
 
 // tconn is a test connection: the cursor, its peer and what it received.
 type tconn struct {
 	c      *Cursor
 	peer   *fakePeer
-	frames []frame
+	frames conntest.Frames
 	bufs   [][]byte
 }
 
@@ -288,9 +235,7 @@ func (tc *tconn) pending() bool {
 func (tc *tconn) pull(tb testing.TB, maxBytes int) int {
 	tb.Helper()
 	tc.bufs = tc.c.Pull(tc.bufs[:0], maxBytes)
-	for _, b := range tc.bufs {
-		tc.frames = append(tc.frames, decodeFrame(tb, b))
-	}
+	tc.frames.Record(tb, tc.bufs)
 	return len(tc.bufs)
 }
 
@@ -314,34 +259,11 @@ func (tc *tconn) drain(tb testing.TB) {
 }
 
 // ids lists the event ids received, in order.
-func (tc *tconn) ids() []string {
-	var out []string
-	for _, f := range tc.frames {
-		if f.Control == "" {
-			out = append(out, f.ID)
-		}
-	}
-	return out
-}
+func (tc *tconn) ids() []string { return tc.frames.IDs() }
 
-func (tc *tconn) controls(kind string) []frame {
-	var out []frame
-	for _, f := range tc.frames {
-		if f.Control == kind {
-			out = append(out, f)
-		}
-	}
-	return out
-}
+func (tc *tconn) controls(kind string) []frame { return tc.frames.Controls(kind) }
 
-func (tc *tconn) summary() string {
-	var b strings.Builder
-	for _, f := range tc.frames {
-		b.WriteString(f.String())
-		b.WriteByte(' ')
-	}
-	return b.String()
-}
+func (tc *tconn) summary() string { return tc.frames.String() }
 
 func newTestHub(tb testing.TB, cfg Config, s Store) *Hub {
 	tb.Helper()

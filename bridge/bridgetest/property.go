@@ -684,7 +684,7 @@ func (s *schedule) pull(c *propConn, full bool) error {
 		}
 	}
 	s.logf("%s pull full=%v got %d", c.name, full, len(c.tc.frames)-before)
-	if code, reason := c.tc.peer.closed(); code != 0 {
+	if code, reason := c.tc.peer.Closed(); code != 0 {
 		if code != bridge.CloseTryAgainLater {
 			return fmt.Errorf("%s closed with %d", c.name, code)
 		}

@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +28,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/notifybridge/notifybridge/internal/conntest"
 	"github.com/notifybridge/notifybridge/internal/redistest"
 	"github.com/notifybridge/notifybridge/internal/testwait"
 )
@@ -227,17 +227,9 @@ func LastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// Frame is one message a client received: an event or a control frame.
-type Frame struct {
-	ID        string          `json:"id"`
-	Type      string          `json:"type"`
-	Data      json.RawMessage `json:"data"`
-	Control   string          `json:"control"`
-	Last      string          `json:"last"`
-	Requested string          `json:"requested"`
-	Oldest    string          `json:"oldest"`
-	Raw       string
-}
+// Frame is one message a client received: an event or a control frame
+// (Raw holds the payload as received).
+type Frame = conntest.Frame
 
 // Client is a WebSocket client that records everything it receives.
 type Client struct {
@@ -293,11 +285,7 @@ func (c *Client) read(r io.Reader) {
 		for _, m := range msgs {
 			switch m.OpCode {
 			case ws.OpText:
-				var f Frame
-				if jerr := json.Unmarshal(m.Payload, &f); jerr != nil {
-					f.Control = "unparseable"
-				}
-				f.Raw = string(m.Payload)
+				f, _ := conntest.Parse(m.Payload) // a bad one is kept as "unparseable"
 				c.mu.Lock()
 				c.frames = append(c.frames, f)
 				c.mu.Unlock()
@@ -357,15 +345,7 @@ func (c *Client) Snapshot() []Frame {
 }
 
 // Events returns the ids of event frames received so far.
-func (c *Client) Events() []string {
-	var ids []string
-	for _, f := range c.Snapshot() {
-		if f.ID != "" {
-			ids = append(ids, f.ID)
-		}
-	}
-	return ids
-}
+func (c *Client) Events() []string { return conntest.Frames(c.Snapshot()).IDs() }
 
 // WaitControl waits for the first control frame of kind and returns it.
 func (c *Client) WaitControl(kind string, timeout time.Duration) Frame {
