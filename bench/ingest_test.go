@@ -60,3 +60,13 @@ func TestIngestRefusesAStreamInUse(t *testing.T) {
 		t.Fatalf("notifications has %d entries, want the 1 it had", n)
 	}
 }
+
+// TestCommandTakesTheIngestFlags: the subcommand's own flags reach Options
+// (a bad scenario fails in validate, after the flags parsed).
+func TestCommandTakesTheIngestFlags(t *testing.T) {
+	var out, errOut strings.Builder
+	err := Command([]string{"--scenario", "ingest", "--prefill", "0", "--retention", "1h", "--bridge-bin", "/nonexistent"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "prefill") {
+		t.Fatalf("err %v (stderr %q), want the prefill check", err, errOut.String())
+	}
+}
