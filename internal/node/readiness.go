@@ -9,8 +9,9 @@ import (
 // Readiness is the node's one answer to "may traffic come here?": /readyz,
 // the WebSocket handshake (503 while not ready) and the notifybridge_ready
 // gauge all ask Check. Only the node writes it, through the unexported
-// methods below; each writer owns one field (Run: started; the prober:
-// redis; the ingest goroutine: ingest; Shutdown: draining).
+// methods below: Run marks Redis up, ingest running and started; the
+// prober keeps redis current; the ingest goroutine clears ingest when the
+// router stops; Shutdown sets draining.
 type Readiness struct {
 	started  atomic.Bool // Run finished: window warm, ingest running
 	redisOK  atomic.Bool // Redis answers (within readiness_grace)
