@@ -8,13 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
-	benchpkg "github.com/notifybridge/notifybridge/bench"
 	"github.com/notifybridge/notifybridge/config"
 	"github.com/notifybridge/notifybridge/internal/node"
 	"github.com/notifybridge/notifybridge/publisher"
@@ -98,75 +94,6 @@ func healthcheck(args []string, stderr io.Writer) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("/healthz answered %s", resp.Status)
-	}
-	return nil
-}
-
-func bench(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("notifybridge bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var o benchpkg.Options
-	var jsonOut bool
-	var report, svg, extra, env string
-	fs.StringVar(&o.Scenario, "scenario", "broadcast", "idle, broadcast, targeted, resume-storm or mixed (targeted and broadcast events while clients reconnect)")
-	fs.IntVar(&o.Clients, "clients", 1000, "WebSocket clients")
-	fs.IntVar(&o.Procs, "procs", 0, fmt.Sprintf("client processes (0: as few as allowed, at most %d clients each)", benchpkg.MaxClientsPerProcess))
-	fs.IntVar(&o.Dialers, "dialers", 256, "concurrent handshakes per client process")
-	fs.BoolVar(&o.RawXRead, "raw-xread", false, "broadcast/targeted: also measure a plain XREAD BLOCK subscriber in the same run, for comparison")
-	fs.IntVar(&o.Slow, "slow", 0, "broadcast/targeted: extra clients that never read, to see write_timeout and eviction at work")
-	fs.IntVar(&o.Rate, "rate", 100, "events per second (0: as fast as possible)")
-	fs.IntVar(&o.Events, "events", 0, "events to publish (default rate × duration)")
-	fs.IntVar(&o.Size, "size", 200, "bytes of data per event")
-	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "publishing time (idle: how long to hold)")
-	fs.IntVar(&o.Prefill, "prefill", 200000, "resume-storm: entries in the stream before the storm")
-	fs.IntVar(&o.Missed, "missed", 10, "resume-storm: events each client missed")
-	fs.Float64Var(&o.BroadcastShare, "broadcast-share", 0.01, "mixed: fraction of events (0..1) sent to everyone; the rest go to one random client each")
-	fs.Float64Var(&o.Churn, "churn", 1, "mixed: percent of clients that close and reconnect each second, resuming with last_event_id")
-	fs.StringVar(&o.Stream, "stream", "", "stream key (default: a fresh bench-<run> stream for a started bridge, deleted after; notifications with --ws-url)")
-	fs.StringVar(&o.WSURL, "ws-url", "", "bridge WebSocket URL (ws://host:8080/ws); empty starts a bridge with the embedded Redis")
-	fs.StringVar(&o.RedisURL, "redis-url", "", "the bridge's Redis (needed with --ws-url; without it, passed to the started bridge)")
-	fs.StringVar(&o.AdminURL, "admin-url", "", "the bridge's admin address (http://host:9090) for RSS, CPU and goroutines")
-	fs.StringVar(&extra, "bridge-args", "", "extra settings for the started bridge, space-separated")
-	fs.StringVar(&env, "bridge-env", "", "extra environment for the started bridge, space-separated (GOMAXPROCS=1 GOMEMLIMIT=256MiB)")
-	fs.BoolVar(&jsonOut, "json", false, "print the result as JSON")
-	fs.StringVar(&report, "report", "", "write an HTML report with charts to this file")
-	fs.StringVar(&svg, "svg", "", "write the run's charts (latency or clients over time, bridge memory and CPU) as one SVG file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	o.Extra = strings.Fields(extra)
-	o.Env = strings.Fields(env)
-	o.Progress = stderr
-	if f, ok := stderr.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			o.Bar = true
-		}
-	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	res, err := benchpkg.Run(ctx, o)
-	if err != nil {
-		return err
-	}
-	if jsonOut {
-		if err := res.WriteJSON(stdout); err != nil {
-			return err
-		}
-	} else {
-		res.WriteTable(stdout)
-	}
-	if report != "" {
-		if err := res.WriteReport(report); err != nil {
-			return err
-		}
-	}
-	if svg != "" {
-		if err := res.SVG(svg); err != nil {
-			return err
-		}
-	}
-	if res.Failed() {
-		return fmt.Errorf("%d events lost, %d duplicated", res.Lost, res.Duplicated)
 	}
 	return nil
 }

@@ -41,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "publish":
 		err = publish(args, stdout, stderr)
 	case "bench":
-		err = bench(args, stdout, stderr)
+		err = benchpkg.Command(args, stdout, stderr)
 	case "bench-client": // hidden: one process's share of a bench run's clients
 		err = benchpkg.ClientMain(os.Stdin, stdout)
 	case "config":
