@@ -77,14 +77,7 @@ func benchServer(tb testing.TB, h *hub, mod func(*Config)) (*Server, func() []*C
 	if mod != nil {
 		mod(&cfg)
 	}
-	s, err := New(cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = s.Close() })
+	s := startServer(tb, cfg)
 	return s, func() []*Conn {
 		mu.Lock()
 		defer mu.Unlock()

@@ -17,25 +17,29 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/notifybridge/notifybridge/bridge"
+	"github.com/notifybridge/notifybridge/internal/testwait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// eventually polls fn until it returns nil or d passes, then fails with the
-// last error.
+// eventually is the shared bounded wait (internal/testwait).
 func eventually(t testing.TB, d time.Duration, fn func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
+	testwait.For(t, d, "condition", fn)
+}
+
+// startServer builds and starts a pool that is closed when the test ends.
+func startServer(tb testing.TB, cfg Config) *Server {
+	tb.Helper()
+	s, err := New(cfg)
+	if err != nil {
+		tb.Fatal(err)
 	}
+	if err := s.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
 }
 
 // testSource is a slice of frames behind a mutex.
@@ -126,15 +130,7 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 	if mod != nil {
 		mod(&cfg)
 	}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	h.s = s
-	t.Cleanup(func() { _ = s.Close() })
+	h.s = startServer(t, cfg)
 	return h
 }
 
