@@ -82,6 +82,12 @@ func (h *Hub) Accept(peer Peer, id Identity, q ResumeQuery) (*Cursor, error) {
 	} else {
 		c.mode = modeBackfill
 	}
+	// An id inside the window's span that is no event it holds is a head, an
+	// undecodable or deleted entry, or one from a stream this node never
+	// read: a replica promoted without the newest entries continues the
+	// stream after a hole where they were. The stream tells (foreignHole).
+	hole := inWindow && q.Mode == ResumeAfterID && !q.ID.IsZero() && q.ID != head &&
+		!head.Less(q.ID) && !w.holdsEventLocked(q.ID)
 	w.mu.Unlock()
 
 	var info *StreamInfo
@@ -95,6 +101,19 @@ func (h *Hub) Accept(peer Peer, id Identity, q ResumeQuery) (*Cursor, error) {
 			h.noteInfo(i, head)
 		}
 		return info, nil
+	}
+	foreign := false
+	if hole {
+		var err error
+		if foreign, err = h.foreignHole(q.ID, getInfo); err != nil {
+			c.unregister()
+			return nil, err
+		}
+		if foreign {
+			// What followed the id in the stream it came from may be gone
+			// (decideGap); no Pull has run yet.
+			inWindow, c.mode = false, modeBackfill
+		}
 	}
 	if q.Mode == ResumeAfterID && head.Less(q.ID) {
 		i, err := getInfo(false)
@@ -132,7 +151,7 @@ func (h *Hub) Accept(peer Peer, id Identity, q ResumeQuery) (*Cursor, error) {
 			return nil, err
 		}
 		c.decideGap(q, *i, gapBounds{complete: complete, origin: origin, lostUpTo: h.noteInfo(*i, head),
-			windowOldest: oldest, held: held})
+			windowOldest: oldest, held: held, foreign: foreign})
 		h.hooks.Resumed(ResumeFromStore)
 	}
 	peer.Wake()
@@ -160,7 +179,7 @@ func (c *Cursor) decideGap(q ResumeQuery, info StreamInfo, b gapBounds) {
 	// cannot tell that apart from a trim, so then a gap is assumed.
 	gone := c.pos.Less(deleted) && (c.pos.Less(b.complete) || !info.MaxDeletedKnown && b.lostUpTo.Less(c.pos))
 	if !gone && q.Mode == ResumeAfterID {
-		gone = foreignID(info, q.ID, b.origin, b.lostUpTo) || c.pos.Less(b.complete) && redisLost(info, q.ID)
+		gone = b.foreign || foreignID(info, q.ID, b.origin, b.lostUpTo) || c.pos.Less(b.complete) && redisLost(info, q.ID)
 	}
 	if !gone {
 		return

@@ -526,8 +526,12 @@ func TestRedisDataLoss(t *testing.T) {
 		resumeFrom int   // index into old; -1: since the first old event's time
 		restarted  bool  // the client resumes on a node started after the loss
 		groupOnly  bool  // only the group was deleted; the stream is intact
-		futureErr  bool
-		want       want
+		// behind > 0: no restart; a replica promoted without the newest
+		// behind entries becomes the stream (with the group), and goes on
+		// after a hole where they were, recording nothing deleted.
+		behind    int
+		futureErr bool
+		want      want
 	}{
 		{name: "inside the window, before any new entry", window: 1 << 20, resumeFrom: 24,
 			want: want{events: span(25, 50), fresh: 3}},
@@ -545,6 +549,14 @@ func TestRedisDataLoss(t *testing.T) {
 			futureErr: true},
 		{name: "group deleted, stream intact: no gap", window: 3000, newBefore: 2, resumeFrom: 0, groupOnly: true,
 			want: want{events: span(1, 50), fresh: 5}},
+		{name: "replica promoted behind, on the node that read what it lacks", window: 1 << 20, newBefore: 4, resumeFrom: 45, behind: 10,
+			want: want{events: span(46, 50), fresh: 7}},
+		{name: "replica promoted behind, an id it never had, on a node started after", window: 1 << 20, newBefore: 4, resumeFrom: 45, behind: 10, restarted: true,
+			want: want{gap: true, oldest: 0, fresh: 7}},
+		{name: "replica promoted behind, the old primary's last id, on a node started after", window: 1 << 20, newBefore: 4, resumeFrom: 49, behind: 10, restarted: true,
+			want: want{gap: true, oldest: 0, fresh: 7}},
+		{name: "replica promoted behind, an id it has, on a node started after: unknowable, no gap", window: 1 << 20, newBefore: 4, resumeFrom: 30, behind: 10, restarted: true,
+			want: want{events: span(31, 40), fresh: 7}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -564,11 +576,19 @@ func TestRedisDataLoss(t *testing.T) {
 					t.Fatalf("window holds from %s: the test needs it to have evicted", o)
 				}
 			}
-			if !tt.groupOnly {
+			switch {
+			case tt.behind > 0:
+				s.mu.Lock()
+				s.entries = s.entries[:len(s.entries)-tt.behind]
+				s.lastGen = s.entries[len(s.entries)-1].id
+				s.mu.Unlock()
+			case !tt.groupOnly:
 				s.flush()
 			}
-			if at := h.GroupRecreated(); at != old[49].ID {
-				t.Fatalf("GroupRecreated returned %s, want the head %s", at, old[49].ID)
+			if tt.behind == 0 {
+				if at := h.GroupRecreated(); at != old[49].ID {
+					t.Fatalf("GroupRecreated returned %s, want the head %s", at, old[49].ID)
+				}
 			}
 			var fresh []*Event
 			addFresh := func(n int) {

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"fmt"
 
 	"go.uber.org/zap"
 )
@@ -93,6 +94,7 @@ type gapBounds struct {
 	origin             idRange
 	windowOldest       ID
 	held               bool
+	foreign            bool // the id is from a stream this node never read (foreignHole)
 }
 
 // idRange is the ids strictly between after and before; the zero value is
@@ -125,4 +127,35 @@ func redisLost(info StreamInfo, id ID) bool {
 		return true // the stream never generated it
 	}
 	return info.Length > 0 && id.Less(info.FirstID) && deletedBound(info).Less(id)
+}
+
+// foreignHole reports whether id, inside the window's span but no event it
+// holds, was never an entry of the stream: not in it (XRANGE id id) and not
+// recorded deleted. It is then from a stream this node did not read, such as
+// the old primary's newest entries that a promoted replica never got: what
+// followed it there is in neither the stream nor the window; an id of the
+// stream this node read before Redis lost it is not one. (An id set by
+// XSETID without an entry looks the same: a gap that skips nothing.) What a
+// replica lost after an id it does hold is unknowable.
+func (h *Hub) foreignHole(id ID, getInfo func(bool) (*StreamInfo, error)) (bool, error) {
+	ctx, cancel := context.WithTimeout(h.ctx, storeTimeout)
+	_, last, err := h.store.Range(ctx, id, 1)
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("bridge: reading the stream at %s: %w", id, err)
+	}
+	if last == id {
+		return false, nil // an entry of this stream, undecodable or a head
+	}
+	info, err := getInfo(false)
+	if err != nil {
+		return false, err
+	}
+	// Up to lostUpTo (as of this XINFO, which getInfo checked against the
+	// head) the id may be from the stream this node read and Redis lost
+	// since: the window holds what followed it.
+	h.w.mu.RLock()
+	lost := h.w.lostUpTo
+	h.w.mu.RUnlock()
+	return lost.Less(id) && deletedBound(*info).Less(id) && !info.LastGeneratedID.Less(id), nil
 }

@@ -130,6 +130,13 @@ func (w *window) oldestLocked() (ID, bool) {
 	return w.log[w.off].ID, true
 }
 
+// holdsEventLocked reports whether the window holds an event with id.
+func (w *window) holdsEventLocked(id ID) bool {
+	live := w.log[w.off:]
+	i := sort.Search(len(live), func(i int) bool { return !live[i].ID.Less(id) })
+	return i < len(live) && live[i].ID == id
+}
+
 // newestEventLocked is the newest event this window held with an id at or
 // before id: held, or else complete, when not newer: the newest
 // evicted, or what Warm found deleted (gone from Redis anyway); zero when
