@@ -91,6 +91,9 @@ func startIngest(ctx context.Context, rc *Redis, cfg *config.Config, hub *bridge
 		return nil, err
 	}
 	in := &ingest{router: router, sub: sub, done: make(chan struct{})}
+	// Set before the router can stop, so a stop is never overwritten; the
+	// node is not ready before Run marks it started anyway.
+	ready.setIngest(true)
 	go func() {
 		defer close(in.done)
 		err := router.Run(context.WithoutCancel(ctx))

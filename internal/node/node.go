@@ -144,7 +144,6 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.ingest, err = startIngest(ctx, n.redis, cfg, n.hub, &n.ready, n.tel, log); err != nil {
 		return err
 	}
-	n.ready.setIngest(true)
 	if !cfg.Retention.Off() {
 		n.trimmer, err = streams.NewTrimmer(n.redis.Client, streams.TrimmerConfig{Stream: cfg.Stream, MaxAge: cfg.Retention.MaxAge,
 			MaxLen: cfg.Retention.MaxLen, Interval: cfg.RetentionInterval.Duration, Logger: log.Named("retention"), Hooks: n.tel.ingestHooks()})
