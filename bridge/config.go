@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"errors"
 	"time"
 
@@ -43,21 +44,11 @@ const (
 )
 
 func (c *Config) setDefaults() {
-	if c.WindowBytes == 0 {
-		c.WindowBytes = DefaultWindowBytes
-	}
-	if c.CursorInterval == 0 {
-		c.CursorInterval = DefaultCursorInterval
-	}
-	if c.BackfillPage == 0 {
-		c.BackfillPage = DefaultBackfillPage
-	}
-	if c.BackfillBytes == 0 {
-		c.BackfillBytes = DefaultBackfillBytes
-	}
-	if c.BackfillWorkers == 0 {
-		c.BackfillWorkers = DefaultBackfillWorkers
-	}
+	c.WindowBytes = cmp.Or(c.WindowBytes, DefaultWindowBytes)
+	c.CursorInterval = cmp.Or(c.CursorInterval, DefaultCursorInterval)
+	c.BackfillPage = cmp.Or(c.BackfillPage, DefaultBackfillPage)
+	c.BackfillBytes = cmp.Or(c.BackfillBytes, DefaultBackfillBytes)
+	c.BackfillWorkers = cmp.Or(c.BackfillWorkers, DefaultBackfillWorkers)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}

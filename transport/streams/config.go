@@ -5,6 +5,7 @@
 package streams
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -108,30 +109,14 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.BatchSize == 0 {
-		c.BatchSize = DefaultBatchSize
-	}
-	if c.Block == 0 {
-		c.Block = DefaultBlock
-	}
-	if c.AckBatch == 0 {
-		c.AckBatch = DefaultAckBatch
-	}
-	if c.AckInterval == 0 {
-		c.AckInterval = DefaultAckInterval
-	}
-	if c.NackBackoff == 0 {
-		c.NackBackoff = DefaultNackBackoff
-	}
-	if c.NackBackoffMax == 0 {
-		c.NackBackoffMax = DefaultNackBackoffMax
-	}
-	if c.RetryBackoffMax == 0 {
-		c.RetryBackoffMax = DefaultRetryBackoffMax
-	}
-	if c.CloseTimeout == 0 {
-		c.CloseTimeout = DefaultCloseTimeout
-	}
+	c.BatchSize = cmp.Or(c.BatchSize, DefaultBatchSize)
+	c.Block = cmp.Or(c.Block, DefaultBlock)
+	c.AckBatch = cmp.Or(c.AckBatch, DefaultAckBatch)
+	c.AckInterval = cmp.Or(c.AckInterval, DefaultAckInterval)
+	c.NackBackoff = cmp.Or(c.NackBackoff, DefaultNackBackoff)
+	c.NackBackoffMax = cmp.Or(c.NackBackoffMax, DefaultNackBackoffMax)
+	c.RetryBackoffMax = cmp.Or(c.RetryBackoffMax, DefaultRetryBackoffMax)
+	c.CloseTimeout = cmp.Or(c.CloseTimeout, DefaultCloseTimeout)
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}

@@ -1,6 +1,7 @@
 package wspool
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -108,39 +109,17 @@ func (c *Config) setDefaults() {
 	if c.Listen == "" && c.Listener == nil {
 		c.Listen = DefaultListen
 	}
-	if c.MaxGroups == 0 {
-		c.MaxGroups = DefaultMaxGroups
-	}
-	if c.MaxConnections == 0 {
-		c.MaxConnections = DefaultMaxConnections
-	}
-	if c.MaxHandshakes == 0 {
-		c.MaxHandshakes = DefaultMaxHandshakes
-	}
-	if c.MaxMessageBytes == 0 {
-		c.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-	if c.HandshakeTimeout == 0 {
-		c.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if c.PingInterval == 0 {
-		c.PingInterval = DefaultPingInterval
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = DefaultWriteTimeout
-	}
-	if c.CloseGrace == 0 {
-		c.CloseGrace = DefaultCloseGrace
-	}
-	if c.Workers == 0 {
-		c.Workers = DefaultWorkers()
-	}
-	if c.MaxWriteBatch == 0 {
-		c.MaxWriteBatch = DefaultMaxWriteBatch
-	}
+	c.MaxGroups = cmp.Or(c.MaxGroups, DefaultMaxGroups)
+	c.MaxConnections = cmp.Or(c.MaxConnections, DefaultMaxConnections)
+	c.MaxHandshakes = cmp.Or(c.MaxHandshakes, DefaultMaxHandshakes)
+	c.MaxMessageBytes = cmp.Or(c.MaxMessageBytes, DefaultMaxMessageBytes)
+	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	c.HandshakeTimeout = cmp.Or(c.HandshakeTimeout, DefaultHandshakeTimeout)
+	c.PingInterval = cmp.Or(c.PingInterval, DefaultPingInterval)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+	c.CloseGrace = cmp.Or(c.CloseGrace, DefaultCloseGrace)
+	c.Workers = cmp.Or(c.Workers, DefaultWorkers())
+	c.MaxWriteBatch = cmp.Or(c.MaxWriteBatch, DefaultMaxWriteBatch)
 	if c.Hooks == nil {
 		c.Hooks = nopHooks{}
 	}
