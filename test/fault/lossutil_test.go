@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -218,13 +219,19 @@ func shutdownNoSave(rdb *redis.Client) {
 // oracle is what the test knows: every entry ever appended, in id order
 // (across the streams Redis lost and the one it has now), and per node
 // incarnation the ids it holds (its replay window or the stream it reads;
-// the windows here never evict).
+// the windows here never evict). Call add and hold before dueFor; dueFor
+// caches what it derives from them.
 type oracle struct {
 	all  []redis.XMessage
 	held map[string]map[string]bool
+
+	mine    map[*tracked][]int // positions in all of the entries for a session
+	missing map[string][]int   // positions in all of the entries a node does not hold
 }
 
-func newOracle() *oracle { return &oracle{held: map[string]map[string]bool{}} }
+func newOracle() *oracle {
+	return &oracle{held: map[string]map[string]bool{}, mine: map[*tracked][]int{}, missing: map[string][]int{}}
+}
 
 // add appends entries, which must all be newer than those added before.
 func (o *oracle) add(t testing.TB, msgs []redis.XMessage) {
@@ -267,38 +274,48 @@ type due struct {
 func (o *oracle) dueFor(s *tracked, i int, unknowable func(node, from string) bool) due {
 	m := s.meta[i]
 	held := o.held[m.node]
-	var d due
-	known, missing, missingMine := false, false, 0
-	for _, e := range o.all {
-		if e.ID == m.from {
-			known = true
-		}
-		if d.oldest == "" && held[e.ID] {
-			d.oldest = e.ID
-		}
-		if !idLess(m.from, e.ID) {
-			continue
-		}
-		mine := addressedTo(e, s.resumer)
-		switch {
-		case held[e.ID]:
-			if mine {
-				d.events = append(d.events, e.ID)
+	mine, ok := o.mine[s]
+	if !ok {
+		for p, e := range o.all {
+			if addressedTo(e, s.resumer) {
+				mine = append(mine, p)
 			}
-		case mine:
-			missing = true
-			missingMine++
-		default:
-			missing = true
+		}
+		o.mine[s] = mine
+	}
+	missing, ok := o.missing[m.node]
+	if !ok {
+		for p, e := range o.all {
+			if !held[e.ID] {
+				missing = append(missing, p)
+			}
+		}
+		o.missing[m.node] = missing
+	}
+	var d due
+	for _, e := range o.all {
+		if held[e.ID] {
+			d.oldest = e.ID
+			break
 		}
 	}
-	switch {
-	case missing && unknowable != nil && unknowable(m.node, m.from):
+	after := sort.Search(len(o.all), func(p int) bool { return idLess(m.from, o.all[p].ID) })
+	known := after > 0 && o.all[after-1].ID == m.from
+	missingMine := 0
+	for _, p := range mine[sort.SearchInts(mine, after):] {
+		if id := o.all[p].ID; held[id] {
+			d.events = append(d.events, id)
+		} else {
+			missingMine++
+		}
+	}
+	switch lost := len(missing) > 0 && missing[len(missing)-1] >= after; {
+	case lost && unknowable != nil && unknowable(m.node, m.from):
 		// The node holds the id and the stream it reads continues after it
 		// with nothing recorded deleted: nothing tells it what it never read
 		// (documented; no gap can be due).
 		d.unknown = missingMine
-	case missing:
+	case lost:
 		d.gap = true
 	case known && !held[m.from]:
 		d.mayGap = true

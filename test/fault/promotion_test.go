@@ -251,19 +251,24 @@ func linkUp(rc *redis.Client) (bool, error) {
 
 // waitedAdd appends an entry for to and WAITs (1 s) for one replica, as a
 // producer that must not lose an event across a failover does; it fails
-// the test unless WAIT reports want replicas.
+// the test unless WAIT reports want replicas. Both go in one pipeline: WAIT
+// counts the replicas that hold its own connection's writes, and a pooled
+// client may run a separate WAIT on another connection, which then waits
+// for nothing.
 func waitedAdd(t testing.TB, rdb *redis.Client, stream, to string, want int64) string {
 	t.Helper()
 	ctx := context.Background()
-	id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"to", to, "type", "waited", "data", `"waited"`}}).Result()
-	if err != nil {
-		t.Fatal(err)
+	pipe := rdb.Pipeline()
+	add := pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"to", to, "type", "waited", "data", `"waited"`}})
+	wait := pipe.Do(ctx, "WAIT", 1, 1000)
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatalf("XADD + WAIT: %v", err)
 	}
-	n, err := rdb.Do(ctx, "WAIT", 1, 1000).Int64()
+	n, err := wait.Int64()
 	if err != nil || n != want {
-		t.Fatalf("WAIT 1 after %s: %d replicas (%v), want %d", id, n, err, want)
+		t.Fatalf("WAIT 1 after %s: %d replicas (%v), want %d", add.Val(), n, err, want)
 	}
-	return id
+	return add.Val()
 }
 
 func countAfter(msgs []redis.XMessage, id string) int {
