@@ -34,9 +34,10 @@ type DeadLetterWriter interface {
 
 // Hooks receive ingest metrics; they must be cheap and safe for concurrent use.
 type Hooks interface {
-	// Appended is called per event handed to the core; dup says the core
-	// already held it.
-	Appended(dup bool)
+	// Redelivered is called per event the core already held (a redelivery,
+	// or the overlap of warm start and the group's backlog); the core counts
+	// the events it appends itself (bridge.Hooks.Appended).
+	Redelivered()
 	// Retried is called before each in-place retry of a failing handler.
 	Retried()
 	// DeadLettered is called per entry written to the dead-letter stream;
@@ -50,7 +51,7 @@ type Hooks interface {
 // NopHooks ignores everything.
 type NopHooks struct{}
 
-func (NopHooks) Appended(bool)     {}
+func (NopHooks) Redelivered()      {}
 func (NopHooks) Retried()          {}
 func (NopHooks) DeadLettered(bool) {}
 func (NopHooks) DeadLetterFailed() {}
@@ -175,7 +176,9 @@ func (h *ingestHandler) handle(msg *message.Message) error {
 	if err != nil {
 		return err
 	}
-	h.hooks.Appended(!h.app.Append(ev))
+	if !h.app.Append(ev) {
+		h.hooks.Redelivered()
+	}
 	return nil
 }
 

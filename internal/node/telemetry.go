@@ -186,17 +186,13 @@ func (b bridgeTelemetry) Lag(d time.Duration) { b.t.latency.Observe(max(d, 0).Se
 
 func (t *telemetry) ingestHooks() *telemetry { return t }
 
-// handlerTelemetry adapts handlers.Hooks (its Appended differs from the core's).
+// handlerTelemetry adapts handlers.Hooks.
 type handlerTelemetry struct{ t *telemetry }
 
 func (t *telemetry) handlerHooks() handlerTelemetry { return handlerTelemetry{t} }
 
-func (h handlerTelemetry) Appended(dup bool) {
-	if dup {
-		h.t.duplicateDrops.Inc()
-	}
-}
-func (h handlerTelemetry) Retried() { h.t.retries.Inc() }
+func (h handlerTelemetry) Redelivered() { h.t.duplicateDrops.Inc() }
+func (h handlerTelemetry) Retried()     { h.t.retries.Inc() }
 func (h handlerTelemetry) DeadLettered(bad bool) {
 	class := "handler_failed"
 	if bad {
