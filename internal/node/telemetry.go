@@ -135,9 +135,6 @@ func (t *telemetry) setGroup(g streams.GroupLag) {
 	t.groupLag.Set(float64(g.Lag))
 	t.groupPending.Set(float64(g.Pending))
 }
-func (t *telemetry) DeadLettered(reasonClass string) {
-	t.deadLettered.WithLabelValues(reasonClass).Inc()
-}
 
 // WebSocket pool (transport/wspool.Hooks).
 
