@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/notifybridge/notifybridge/bridge"
+	"github.com/notifybridge/notifybridge/internal/backoff"
 	"github.com/notifybridge/notifybridge/transport/streams"
 	"go.uber.org/zap"
 )
@@ -216,7 +217,7 @@ func (p *deadLetterPolicy) middleware(h message.HandlerFunc) message.HandlerFunc
 		for attempt := 1; !permanent && attempt < p.cfg.RetryAttempts; attempt++ {
 			p.cfg.Hooks.Retried()
 			p.log.Debug("handler failed; retrying", zap.String("id", msg.UUID), zap.Int("attempt", attempt), zap.String("error", reasonOf(err)))
-			if !sleepCtx(msg.Context(), pause) {
+			if !backoff.Sleep(msg.Context(), pause) {
 				// Shutting down: leave the entry pending for the next start.
 				return nil, err
 			}
@@ -256,17 +257,6 @@ func reasonOf(err error) string {
 		return oneLine(fmt.Sprintf("handler panicked: %v", p.V))
 	}
 	return oneLine(err.Error())
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // NewWatermillLogger adapts zap for Watermill. Watermill's Info lines

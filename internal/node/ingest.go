@@ -11,13 +11,14 @@ import (
 	"github.com/notifybridge/notifybridge/bridge"
 	"github.com/notifybridge/notifybridge/config"
 	"github.com/notifybridge/notifybridge/handlers"
+	"github.com/notifybridge/notifybridge/internal/backoff"
 	"github.com/notifybridge/notifybridge/transport/streams"
 )
 
 // warm fills the replay window before the node reports ready, retrying while
 // Redis is unreachable.
 func warm(ctx context.Context, hub *bridge.Hub, cfg *config.Config, log *zap.Logger) (bridge.ID, error) {
-	backoff := 100 * time.Millisecond
+	retry := backoff.New(100*time.Millisecond, cfg.RedisRetryBackoff.Duration)
 	for {
 		start := time.Now()
 		newest, err := hub.Warm(ctx)
@@ -28,13 +29,10 @@ func warm(ctx context.Context, hub *bridge.Hub, cfg *config.Config, log *zap.Log
 		if ctx.Err() != nil {
 			return bridge.ID{}, ctx.Err()
 		}
-		log.Warn("warm start failed, retrying", zap.Error(err), zap.Duration("backoff", backoff))
-		select {
-		case <-ctx.Done():
+		log.Warn("warm start failed, retrying", zap.Error(err), zap.Duration("backoff", retry.Peek()))
+		if !retry.Wait(ctx) {
 			return bridge.ID{}, ctx.Err()
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, cfg.RedisRetryBackoff.Duration)
 	}
 }
 

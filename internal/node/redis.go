@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/notifybridge/notifybridge/config"
+	"github.com/notifybridge/notifybridge/internal/backoff"
 )
 
 // Redis is the node's Redis: an external server from redis_url, or an
@@ -94,7 +95,7 @@ func (r *Redis) Close() {
 // waitForRedis pings with capped exponential backoff until Redis answers or
 // ctx ends, logging each failure so a node that cannot start says why.
 func waitForRedis(ctx context.Context, c redis.UniversalClient, maxBackoff time.Duration, log *zap.Logger) error {
-	backoff := 100 * time.Millisecond
+	retry := backoff.New(100*time.Millisecond, maxBackoff)
 	for attempt := 1; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := c.Ping(pctx).Err()
@@ -102,12 +103,9 @@ func waitForRedis(ctx context.Context, c redis.UniversalClient, maxBackoff time.
 		if err == nil {
 			return nil
 		}
-		log.Warn("redis not reachable, retrying", zap.Int("attempt", attempt), zap.Duration("backoff", backoff), zap.Error(err))
-		select {
-		case <-ctx.Done():
+		log.Warn("redis not reachable, retrying", zap.Int("attempt", attempt), zap.Duration("backoff", retry.Peek()), zap.Error(err))
+		if !retry.Wait(ctx) {
 			return ctx.Err()
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, maxBackoff)
 	}
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/notifybridge/notifybridge/internal/backoff"
 )
 
 // acker batches acknowledged ids and sends them with one XACK per batch. The
@@ -55,7 +57,7 @@ func (a *acker) stop() { close(a.done) }
 func (a *acker) run() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	backoff := newBackoff(50*time.Millisecond, a.cfg.RetryBackoffMax)
+	retry := backoff.New(redisRetryMin, a.cfg.RetryBackoffMax)
 	for {
 		select {
 		case <-a.kick:
@@ -80,12 +82,12 @@ func (a *acker) run() {
 		for {
 			err := a.flush(context.Background())
 			if err == nil {
-				backoff.reset()
+				retry.Reset()
 				break
 			}
 			// The ids are kept; retry after a pause (Redis restarting).
-			a.cfg.Logger.Warn("acknowledging entries failed; retrying", zap.Error(err), zap.Duration("backoff", backoff.peek()))
-			timer.Reset(backoff.next())
+			a.cfg.Logger.Warn("acknowledging entries failed; retrying", zap.Error(err), zap.Duration("backoff", retry.Peek()))
+			timer.Reset(retry.Next())
 			select {
 			case <-timer.C:
 			case <-a.done:
@@ -114,7 +116,7 @@ func (a *acker) finalFlush() {
 		if err == nil {
 			return
 		}
-		if !sleepCtx(ctx, 50*time.Millisecond) {
+		if !backoff.Sleep(ctx, redisRetryMin) {
 			a.mu.Lock()
 			n := len(a.ids)
 			a.mu.Unlock()

@@ -58,6 +58,9 @@ const (
 	DefaultCloseTimeout    = 10 * time.Second      // shutdown_timeout
 	DefaultNackBackoff     = 10 * time.Millisecond // no setting
 	DefaultNackBackoffMax  = time.Second           // no setting
+
+	// redisRetryMin is the first wait after a failed Redis command.
+	redisRetryMin = 50 * time.Millisecond
 )
 
 // Config configures a Subscriber. Zero values take the defaults above.

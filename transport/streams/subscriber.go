@@ -13,6 +13,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/notifybridge/notifybridge/internal/backoff"
 )
 
 // ErrClosed is returned by Subscribe after Close.
@@ -148,7 +150,7 @@ func (c *consumer) run(ctx context.Context) {
 	cfg := &c.s.cfg
 	pending := true // re-read our own pending entries first
 	cursor := "0"
-	backoff := newBackoff(50*time.Millisecond, cfg.RetryBackoffMax)
+	retry := backoff.New(redisRetryMin, cfg.RetryBackoffMax)
 	for ctx.Err() == nil {
 		args := redis.XReadGroupArgs{
 			Group:    cfg.Group,
@@ -185,12 +187,12 @@ func (c *consumer) run(ctx context.Context) {
 			}
 			cfg.Hooks.RedisError("xreadgroup", err)
 			if isNoGroup(err) {
-				if !c.createGroup(ctx, backoff) {
+				if !c.createGroup(ctx, retry) {
 					return
 				}
 			} else {
-				c.log.Warn("reading the stream failed; retrying", zap.Error(err), zap.Duration("backoff", backoff.peek()))
-				if !sleepCtx(ctx, backoff.next()) {
+				c.log.Warn("reading the stream failed; retrying", zap.Error(err), zap.Duration("backoff", retry.Peek()))
+				if !retry.Wait(ctx) {
 					return
 				}
 			}
@@ -211,8 +213,8 @@ func (c *consumer) run(ctx context.Context) {
 				}
 				if err != nil {
 					cfg.Hooks.RedisError("xreadgroup", err)
-					c.log.Warn("checking the pending entries failed; retrying", zap.Error(err), zap.Duration("backoff", backoff.peek()))
-					if !sleepCtx(ctx, backoff.next()) {
+					c.log.Warn("checking the pending entries failed; retrying", zap.Error(err), zap.Duration("backoff", retry.Peek()))
+					if !retry.Wait(ctx) {
 						return
 					}
 				} else {
@@ -224,7 +226,7 @@ func (c *consumer) run(ctx context.Context) {
 				continue
 			}
 		}
-		backoff.reset()
+		retry.Reset()
 		c.groupKnown = true
 		if len(msgs) == 0 {
 			pending = false // our pending list is drained (or was empty)
@@ -328,20 +330,20 @@ func (c *consumer) resumeCursor() string {
 
 // createGroup creates the missing group at StartID, retrying Redis errors
 // with backoff. It returns false only when ctx ended.
-func (c *consumer) createGroup(ctx context.Context, backoff *backoff) bool {
+func (c *consumer) createGroup(ctx context.Context, retry *backoff.Backoff) bool {
 	cfg := &c.s.cfg
 	for {
 		err := c.tryCreateGroup(ctx)
 		if err == nil {
-			backoff.reset()
+			retry.Reset()
 			return true
 		}
 		if ctx.Err() != nil {
 			return false
 		}
 		cfg.Hooks.RedisError("xgroup create", err)
-		c.log.Warn("creating the consumer group failed; retrying", zap.Error(err), zap.Duration("backoff", backoff.peek()))
-		if !sleepCtx(ctx, backoff.next()) {
+		c.log.Warn("creating the consumer group failed; retrying", zap.Error(err), zap.Duration("backoff", retry.Peek()))
+		if !retry.Wait(ctx) {
 			return false
 		}
 	}
@@ -387,7 +389,7 @@ func (c *consumer) deliver(ctx context.Context, xm *redis.XMessage) bool {
 		c.acks.add(xm.ID)
 		return true
 	}
-	var backoff *backoff // only after a nack
+	var redeliver *backoff.Backoff // only after a nack
 	for {
 		// A new message per attempt (Watermill messages are acked once), and
 		// a fresh copy of the fields: a handler may have changed the last one.
@@ -422,10 +424,10 @@ func (c *consumer) deliver(ctx context.Context, xm *redis.XMessage) bool {
 		if !settled {
 			return false
 		}
-		if backoff == nil {
-			backoff = newBackoff(c.s.cfg.NackBackoff, c.s.cfg.NackBackoffMax)
+		if redeliver == nil {
+			redeliver = backoff.New(c.s.cfg.NackBackoff, c.s.cfg.NackBackoffMax)
 		}
-		if !sleepCtx(ctx, backoff.next()) {
+		if !redeliver.Wait(ctx) {
 			return false
 		}
 	}
@@ -467,30 +469,3 @@ func idTime(id string) string {
 func isNoGroup(err error) bool {
 	return strings.HasPrefix(err.Error(), "NOGROUP")
 }
-
-// sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// backoff doubles from min to max; not safe for concurrent use.
-type backoff struct{ min, max, cur time.Duration }
-
-func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
-
-func (b *backoff) peek() time.Duration { return b.cur }
-
-func (b *backoff) next() time.Duration {
-	d := b.cur
-	b.cur = min(b.cur*2, b.max)
-	return d
-}
-
-func (b *backoff) reset() { b.cur = b.min }
