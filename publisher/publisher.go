@@ -7,6 +7,8 @@ package publisher
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/notifybridge/notifybridge/bridge"
 	"github.com/redis/go-redis/v9"
@@ -22,6 +24,28 @@ type Publisher struct {
 	// append (producers may bound the stream themselves; the bridge also
 	// applies its retention).
 	MaxLen int64
+	// WaitReplicas, when > 0, makes each append wait (WAIT) until that many
+	// replicas hold it, up to WaitTimeout (default 1 s): an entry only the
+	// primary holds is lost if a replica is promoted before it arrived
+	// (docs/reliability.md). WAIT counts the writes of its own connection, so
+	// it rides in one pipeline with the XADD.
+	WaitReplicas int
+	WaitTimeout  time.Duration
+}
+
+// NotReplicatedError is an append that Redis took but fewer than
+// WaitReplicas replicas acknowledged in time. The entry exists (ID) and is
+// delivered unless the primary fails before it reaches a replica; a producer
+// that must not lose it alerts, or appends again only if it can tolerate a
+// duplicate event.
+type NotReplicatedError struct {
+	ID       string
+	Replicas int64
+	Want     int
+}
+
+func (e *NotReplicatedError) Error() string {
+	return fmt.Sprintf("publisher: entry %s reached %d of %d replicas in time", e.ID, e.Replicas, e.Want)
 }
 
 // New returns a Publisher for stream that checks entries against lim (use
@@ -56,5 +80,40 @@ func (p *Publisher) Publish(ctx context.Context, to, typ, data string) (string, 
 	if p.MaxLen > 0 {
 		args.MaxLen, args.Approx = p.MaxLen, true
 	}
-	return p.client.XAdd(ctx, args).Result()
+	if p.WaitReplicas <= 0 {
+		return p.client.XAdd(ctx, args).Result()
+	}
+	return p.addAndWait(ctx, args)
+}
+
+func (p *Publisher) addAndWait(ctx context.Context, args *redis.XAddArgs) (string, error) {
+	var c redis.Cmdable = p.client
+	if cc, ok := p.client.(*redis.ClusterClient); ok {
+		// WAIT has no key: send both to the stream's shard.
+		m, err := cc.MasterForKey(ctx, p.stream)
+		if err != nil {
+			return "", err
+		}
+		c = m
+	}
+	timeout := p.WaitTimeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	pipe := c.Pipeline()
+	add := pipe.XAdd(ctx, args)
+	wait := pipe.Do(ctx, "WAIT", p.WaitReplicas, timeout.Milliseconds())
+	_, _ = pipe.Exec(ctx)
+	id, err := add.Result()
+	if err != nil {
+		return "", err
+	}
+	n, err := wait.Int64()
+	if err != nil {
+		return id, fmt.Errorf("publisher: WAIT after %s: %w", id, err)
+	}
+	if n < int64(p.WaitReplicas) {
+		return id, &NotReplicatedError{ID: id, Replicas: n, Want: p.WaitReplicas}
+	}
+	return id, nil
 }

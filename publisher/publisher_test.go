@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,4 +95,45 @@ func Example() {
 		return
 	}
 	fmt.Println("published", id)
+}
+
+// TestPublishWaitReplicas: with WaitReplicas the append returns once a real
+// replica holds the entry; with the replica's link cut it returns the id and
+// a NotReplicatedError after WaitTimeout.
+func TestPublishWaitReplicas(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.Start(t, redistest.Options{Extra: []string{"--replicaof", "127.0.0.1", fmt.Sprint(primary.Port)}})
+	pc, rc := primary.Client(), replica.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		info, err := pc.Info(ctx, "replication").Result()
+		if err == nil && strings.Contains(info, "connected_slaves:1") && strings.Contains(info, "state=online") {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("replica never came online: %v\n%s", err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p := publisher.New(pc, "notifications", bridge.DefaultLimits)
+	p.WaitReplicas, p.WaitTimeout = 1, 2*time.Second
+	id, err := p.Publish(ctx, "user:1", "", `1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs, err := rc.XRange(ctx, "notifications", id, id).Result(); err != nil || len(msgs) != 1 {
+		t.Fatalf("replica after WAIT holds %v (%v)", msgs, err)
+	}
+
+	// Cut the link: the replica stops following.
+	if err := rc.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	p.WaitTimeout = 200 * time.Millisecond
+	id, err = p.Publish(ctx, "user:1", "", `2`)
+	var nr *publisher.NotReplicatedError
+	if !errors.As(err, &nr) || nr.ID != id || id == "" || nr.Replicas != 0 {
+		t.Fatalf("Publish without a replica: id %q, err %v; want a NotReplicatedError naming the id", id, err)
+	}
 }

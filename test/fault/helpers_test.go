@@ -325,12 +325,28 @@ func (p *producer) run() {
 			seq++
 			to := p.to(seq)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			err := p.rdb.XAdd(ctx, &redis.XAddArgs{Stream: p.stream, Values: []any{"to", to, "type", "load", "data", strconv.Itoa(seq)}}).Err()
-			if err == nil && p.wait > 0 {
-				// WAIT returns how many replicas hold the write; a producer
-				// that needs it to survive a failover retries or alerts when
-				// it is short. Here the count is only observed.
-				err = p.rdb.Do(ctx, "WAIT", p.wait, 200).Err()
+			var err error
+			if p.wait > 0 {
+				// WAIT returns how many replicas hold the writes of its own
+				// connection, so it rides in one pipeline with the XADD; a
+				// producer that needs the entry to survive a failover retries
+				// or alerts when it is short (publisher.WaitReplicas). Here
+				// the count is only observed.
+				var c redis.Cmdable = p.rdb
+				if cc, ok := p.rdb.(*redis.ClusterClient); ok {
+					// WAIT has no key: send both to the stream's shard.
+					if c, err = cc.MasterForKey(ctx, p.stream); err != nil {
+						cancel()
+						p.failed.Add(1)
+						break
+					}
+				}
+				pipe := c.Pipeline()
+				pipe.XAdd(ctx, &redis.XAddArgs{Stream: p.stream, Values: []any{"to", to, "type", "load", "data", strconv.Itoa(seq)}})
+				pipe.Do(ctx, "WAIT", p.wait, 200)
+				_, err = pipe.Exec(ctx)
+			} else {
+				err = p.rdb.XAdd(ctx, &redis.XAddArgs{Stream: p.stream, Values: []any{"to", to, "type", "load", "data", strconv.Itoa(seq)}}).Err()
 			}
 			cancel()
 			if err != nil {
