@@ -129,6 +129,7 @@ func (h *Hub) PendingReads() int {
 // becomes the stream's last generated id (0-0 for a stream never written).
 // Call it once, before the node accepts connections or appends.
 func (h *Hub) Warm(ctx context.Context) (newest ID, err error) {
+	start := time.Now()
 	info, err := h.store.Info(ctx)
 	if err != nil {
 		return ID{}, fmt.Errorf("bridge: warm: %w", err)
@@ -205,7 +206,7 @@ func (h *Hub) Warm(ctx context.Context) (newest ID, err error) {
 	h.logger.Info("replay window warmed",
 		zap.Int("events", events), zap.Int64("bytes", wb),
 		zap.Stringer("head", info.LastGeneratedID), zap.Stringer("complete_after", complete),
-		zap.Stringer("group_start", newest))
+		zap.Stringer("group_start", newest), zap.Duration("took", time.Since(start)))
 	return newest, nil
 }
 

@@ -118,9 +118,13 @@ func (c *Config) setDefaults() {
 		AckInterval:       NewDuration(20 * time.Millisecond),
 		HandlerRetries:    NewInt(5),
 		RedisRetryBackoff: NewDuration(5 * time.Second),
-		Pprof:             Bool{B: true},
-		LogLevel:          "info",
-		LogFormat:         "json",
+		// Retired nodes' groups go after a week idle (README): long enough
+		// for any planned downtime; a node back after that warms its window
+		// and recreates its group at the head, losing nothing.
+		GroupTTL:  NewDuration(7 * 24 * time.Hour),
+		Pprof:     Bool{B: true},
+		LogLevel:  "info",
+		LogFormat: "json",
 	}
 }
 

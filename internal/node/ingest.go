@@ -20,10 +20,8 @@ import (
 func warm(ctx context.Context, hub *bridge.Hub, cfg *config.Config, log *zap.Logger) (bridge.ID, error) {
 	retry := backoff.New(100*time.Millisecond, cfg.RedisRetryBackoff.Duration)
 	for {
-		start := time.Now()
-		newest, err := hub.Warm(ctx)
+		newest, err := hub.Warm(ctx) // it logs what it warmed
 		if err == nil {
-			log.Info("replay window warmed", zap.String("newest", newest.String()), zap.Duration("took", time.Since(start)))
 			return newest, nil
 		}
 		if ctx.Err() != nil {
