@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/notifybridge/notifybridge/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -141,6 +142,35 @@ func TestTrimmer(t *testing.T) {
 	waitFor(t, 5*time.Second, func() error {
 		if n, _ := c.XLen(ctxT(t), "n").Result(); n > 12 {
 			return fmt.Errorf("length %d, want about 10", n)
+		}
+		return nil
+	})
+}
+
+// TestTrimmerUsesRedisClock: by default retention by age is measured by
+// Redis's TIME, the clock its ids come from, not the node's: here Redis's
+// clock says 2001 while the node's says now, and only what is older than an
+// hour by Redis's clock goes (by the node's clock everything would).
+func TestTrimmerUsesRedisClock(t *testing.T) {
+	m := miniredis.RunT(t)
+	redisNow := time.Date(2001, 1, 1, 12, 0, 0, 0, time.UTC)
+	m.SetTime(redisNow)
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	defer c.Close()
+	for _, at := range []time.Time{redisNow.Add(-2 * time.Hour), redisNow.Add(-time.Minute)} {
+		if err := c.XAdd(ctxT(t), &redis.XAddArgs{Stream: "s", ID: strconv.FormatInt(at.UnixMilli(), 10) + "-0", Values: []any{"a", "b"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr, err := NewTrimmer(c, TrimmerConfig{Stream: "s", MaxAge: time.Hour, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	waitFor(t, 5*time.Second, func() error {
+		msgs, err := c.XRange(ctxT(t), "s", "-", "+").Result()
+		if err != nil || len(msgs) != 1 || msgs[0].ID != strconv.FormatInt(redisNow.Add(-time.Minute).UnixMilli(), 10)+"-0" {
+			return fmt.Errorf("stream holds %v (%v), want only the entry a minute old by Redis's clock", msgs, err)
 		}
 		return nil
 	})

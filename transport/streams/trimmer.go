@@ -24,7 +24,9 @@ type TrimmerConfig struct {
 	Interval time.Duration
 	Logger   *zap.Logger
 	Hooks    Hooks
-	// Now is the clock; default time.Now. For tests.
+	// Now is the clock; default Redis's own (TIME), the clock its entry ids
+	// come from, so a node whose clock jumps trims by the ids' time, not
+	// its own. For tests.
 	Now func() time.Time
 }
 
@@ -40,9 +42,6 @@ func (c *TrimmerConfig) setDefaults() {
 	}
 	if c.Hooks == nil {
 		c.Hooks = NopHooks{}
-	}
-	if c.Now == nil {
-		c.Now = time.Now
 	}
 }
 
@@ -108,7 +107,12 @@ func (t *Trimmer) TrimOnce(ctx context.Context) (int64, error) {
 	if t.cfg.MaxLen > 0 {
 		cmd = t.client.XTrimMaxLenApprox(ctx, t.cfg.Stream, t.cfg.MaxLen, 0)
 	} else {
-		minMs := t.cfg.Now().Add(-t.cfg.MaxAge).UnixMilli()
+		now, err := t.now(ctx)
+		if err != nil {
+			t.cfg.Hooks.RedisError("time", err)
+			return 0, err
+		}
+		minMs := now.Add(-t.cfg.MaxAge).UnixMilli()
 		if minMs <= 0 {
 			return 0, nil
 		}
@@ -119,6 +123,13 @@ func (t *Trimmer) TrimOnce(ctx context.Context) (int64, error) {
 		t.cfg.Hooks.RedisError("xtrim", err)
 	}
 	return n, err
+}
+
+func (t *Trimmer) now(ctx context.Context) (time.Time, error) {
+	if t.cfg.Now != nil {
+		return t.cfg.Now(), nil
+	}
+	return t.client.Time(ctx).Result()
 }
 
 // Close stops the trimmer and waits for its goroutine.
