@@ -113,25 +113,7 @@ func TestRedisDataLossUnderLoad(t *testing.T) {
 		return nil
 	})
 	b := e2e.StartNode(t, e2e.NodeOptions{RedisURL: rs.URL(), NodeID: "loss-b", Args: args})
-	moved := map[*tracked]*bool{} // each hop goroutine writes its own
-	for _, s := range ss {
-		moved[s] = new(bool)
-	}
-	h = startHops(byRole(ss, roleHopAB), seedRand+2, func(s *tracked, rng *rand.Rand) (string, string) {
-		// The first move after the loss goes to B for half of them, so both
-		// sides of the gap rule run whatever the generator draws.
-		if !*moved[s] {
-			*moved[s] = true
-			if half(s) {
-				return b.Listen, "B"
-			}
-			return a.Listen, "A1"
-		}
-		if rng.IntN(2) == 0 {
-			return b.Listen, "B"
-		}
-		return a.Listen, "A1"
-	})
+	h = startHops(byRole(ss, roleHopAB), seedRand+2, splitFirstMove(ss, b.Listen, "B", a.Listen, "A1"))
 	time.Sleep(pick(3*time.Second, 30*time.Second))
 	moves += during.wait(t) + h.wait(t)
 

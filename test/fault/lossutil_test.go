@@ -488,3 +488,28 @@ func waitAppended(t testing.TB, admin string, n float64) {
 		return nil
 	})
 }
+
+// splitFirstMove picks where each session hops: its first move after the
+// fault goes to the node that did not see it (addrNew) for half the
+// sessions and back to the one that did (addrOld) for the rest, so both
+// sides of the gap rule run whatever the generator draws; later moves are a
+// coin toss.
+func splitFirstMove(ss []*tracked, addrNew, nameNew, addrOld, nameOld string) func(*tracked, *rand.Rand) (string, string) {
+	moved := map[*tracked]*bool{} // each hop goroutine writes its own
+	for _, s := range ss {
+		moved[s] = new(bool)
+	}
+	return func(s *tracked, rng *rand.Rand) (string, string) {
+		if !*moved[s] {
+			*moved[s] = true
+			if half(s) {
+				return addrNew, nameNew
+			}
+			return addrOld, nameOld
+		}
+		if rng.IntN(2) == 0 {
+			return addrNew, nameNew
+		}
+		return addrOld, nameOld
+	}
+}

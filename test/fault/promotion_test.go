@@ -171,23 +171,7 @@ func TestReplicaPromotedBehind(t *testing.T) {
 		}
 		moves++
 	}
-	moved := map[*tracked]*bool{} // each hop goroutine writes its own
-	for _, s := range ss {
-		moved[s] = new(bool)
-	}
-	h = startHops(byRole(ss, promoHopAC), hopSeed+2, func(s *tracked, rng *rand.Rand) (string, string) {
-		if !*moved[s] {
-			*moved[s] = true
-			if half(s) {
-				return c.Listen, "C"
-			}
-			return a.Listen, "A1"
-		}
-		if rng.IntN(2) == 0 {
-			return c.Listen, "C"
-		}
-		return a.Listen, "A1"
-	})
+	h = startHops(byRole(ss, promoHopAC), hopSeed+2, splitFirstMove(ss, c.Listen, "C", a.Listen, "A1"))
 	time.Sleep(pick(3*time.Second, 30*time.Second))
 	moves += h.wait(t) + hA.wait(t)
 	finalBroadcast(t, rdb, stream)
