@@ -59,7 +59,8 @@ type wsClient struct {
 type clientIO interface {
 	// attach takes over a connection just dialed for c, with what the
 	// handshake read past the 101 (br, may be nil); c.done closes once the
-	// connection has ended and its frames are handled.
+	// connection has ended and its frames are handled. On error the
+	// connection is closed and c.done is left to the caller.
 	attach(c *wsClient, conn net.Conn, br *bufio.Reader) error
 	received() int64                                        // events received by every client so far
 	merged() (live latHist, chart []sample, replay latHist) // once every client is closed

@@ -149,11 +149,12 @@ type epLoop struct {
 // epConn is one connection of a client. fd changes (to -1, closed) only on
 // the loop, under c.wmu; others read it under c.wmu.
 type epConn struct {
-	c    *wsClient
-	fd   int
-	rest []byte        // an incomplete frame kept for the next read
-	msg  []byte        // a fragmented message being collected
-	done chan struct{} // the client's done of this connection
+	c      *wsClient
+	fd     int
+	hungUp atomic.Int64  // unix ns of our hangup; 0 before
+	rest   []byte        // an incomplete frame kept for the next read
+	msg    []byte        // a fragmented message being collected
+	done   chan struct{} // the client's done of this connection
 }
 
 func newLoop() (*epLoop, error) {
@@ -189,7 +190,7 @@ func (l *epLoop) attach(c *wsClient, conn net.Conn, br *bufio.Reader) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.halted {
-		ec.end(0)
+		_ = unix.Close(fd)
 		return errors.New("client loop stopped")
 	}
 	slot := len(l.conns)
@@ -199,7 +200,7 @@ func (l *epLoop) attach(c *wsClient, conn net.Conn, br *bufio.Reader) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(slot)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		l.conns[slot] = nil
-		ec.end(0)
+		_ = unix.Close(fd)
 		return fmt.Errorf("epoll_ctl: %w", err)
 	}
 	return nil
@@ -229,6 +230,7 @@ func takeFD(conn net.Conn) (int, error) {
 func (l *epLoop) run() {
 	defer close(l.exited)
 	events := make([]unix.EpollEvent, 1024)
+	lastSweep := time.Now()
 	for !l.stopped.Load() {
 		// A timeout, so halt needs no wakeup descriptor: a stopped loop
 		// exits within 100 ms.
@@ -243,9 +245,14 @@ func (l *epLoop) run() {
 		l.mu.Lock()
 		for i := range events[:n] {
 			slot := events[i].Fd
-			if ec := l.conns[slot]; ec != nil && !l.readConn(ec) {
+			hup := events[i].Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0
+			if ec := l.conns[slot]; ec != nil && !l.readConn(ec, hup) {
 				l.conns[slot] = nil
 			}
+		}
+		if now := time.Now(); now.Sub(lastSweep) >= time.Second {
+			l.sweep(now)
+			lastSweep = now
 		}
 		l.mu.Unlock()
 	}
@@ -261,6 +268,23 @@ func (l *epLoop) run() {
 	_ = unix.Close(l.epfd)
 }
 
+// hangupGrace: a connection we hung up that the loop has not seen end
+// within it is ended anyway, so close never waits for a peer that went
+// silent (its stats would be lost with the whole set's).
+const hangupGrace = 2 * time.Second
+
+// sweep ends the connections hung up more than hangupGrace ago; l.mu held.
+func (l *epLoop) sweep(now time.Time) {
+	for i, ec := range l.conns {
+		if ec != nil {
+			if at := ec.hungUp.Load(); at != 0 && now.UnixNano()-at > int64(hangupGrace) {
+				ec.end(0)
+				l.conns[i] = nil
+			}
+		}
+	}
+}
+
 // halt stops the loop and waits for it; its clients are closed by then.
 func (l *epLoop) halt() {
 	if l.stopped.Swap(true) {
@@ -270,9 +294,11 @@ func (l *epLoop) halt() {
 }
 
 // readConn reads until the socket is drained (edge-triggered: a short read
-// emptied the receive queue, and a later arrival raises a new edge). It
-// returns false once the connection has ended.
-func (l *epLoop) readConn(ec *epConn) bool {
+// emptied the receive queue, and a later arrival raises a new edge). After
+// a hangup (hup: the peer's FIN, our shutdown, an error) no edge follows,
+// so it reads on until the read that reports the end. It returns false
+// once the connection has ended.
+func (l *epLoop) readConn(ec *epConn, hup bool) bool {
 	for {
 		n, err := unix.Read(ec.fd, l.buf)
 		switch {
@@ -303,7 +329,7 @@ func (l *epLoop) readConn(ec *epConn) bool {
 		} else if used < len(data) {
 			ec.rest = append(ec.rest[:0], data[used:]...)
 		}
-		if n < len(l.buf) {
+		if n < len(l.buf) && !hup {
 			return true
 		}
 	}
@@ -400,6 +426,7 @@ func (ec *epConn) hangup(sendClose bool) {
 			_, _ = unix.Write(ec.fd, closeFrame())
 		}
 		_ = unix.Shutdown(ec.fd, unix.SHUT_RDWR)
+		ec.hungUp.Store(time.Now().UnixNano())
 	}
 	ec.c.wmu.Unlock()
 }
