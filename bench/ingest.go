@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/notifybridge/notifybridge/config"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -82,7 +83,7 @@ func ingest(ctx context.Context, o Options, res *Result) error {
 	}
 	res.Published = o.Prefill
 	nodeID := "bench-" + run
-	group := "notifybridge-" + nodeID
+	group := config.GroupPrefix + nodeID
 	if err := rdb.XGroupCreateMkStream(ctx, o.Stream, group, "0").Err(); err != nil {
 		return fmt.Errorf("XGROUP CREATE %s: %w", group, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/notifybridge/notifybridge/config"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -131,7 +132,7 @@ func waitIngested(ctx context.Context, rdb *redis.Client, stream string, timeout
 		}
 		done, ours := true, 0
 		for _, g := range groups {
-			if !strings.HasPrefix(g.Name, "notifybridge-") {
+			if !strings.HasPrefix(g.Name, config.GroupPrefix) {
 				continue
 			}
 			ours++
