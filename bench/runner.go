@@ -121,7 +121,7 @@ func (r *runner) connectSlow(ctx context.Context) error {
 		nd := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 			var serr error
 			err := c.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+				serr = setRcvBuf(fd, 4096)
 			})
 			return errors.Join(err, serr)
 		}}
