@@ -88,7 +88,7 @@ func newTelemetry(reg prometheus.Registerer, version string, ready *Readiness, m
 		resumes: f.NewCounterVec(prometheus.CounterOpts{Name: "notifybridge_resumes_total",
 			Help: "Resume requests, by where they were served from (window, redis)."}, []string{"source"}),
 		gaps: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_resume_gaps_total",
-			Help: "Resumes that reported a gap (history trimmed)."}),
+			Help: "Resumes that reported a gap (history trimmed, or lost with Redis's data)."}),
 		redisDataLoss: f.NewCounter(prometheus.CounterOpts{Name: "notifybridge_redis_data_loss_total",
 			Help: "Times this node saw Redis lose stream entries it had read (restart without persistence, failover to a replica behind)."}),
 		latency: f.NewHistogram(prometheus.HistogramOpts{Name: "notifybridge_delivery_latency_seconds",
