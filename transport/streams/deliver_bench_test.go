@@ -21,6 +21,7 @@ func BenchmarkDeliver(b *testing.B) {
 	c := &consumer{s: s, out: make(chan *message.Message), acks: newAcker(nil, &s.cfg), log: zap.NewNop()}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	detached := context.WithoutCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -32,7 +33,7 @@ func BenchmarkDeliver(b *testing.B) {
 		"to": "user:1,group:ops", "type": "alarm.fiber_break", "data": `{"fiber":"F-12"}`}}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		if !c.deliver(ctx, &xm) {
+		if !c.deliver(ctx, detached, &xm) {
 			b.Fatal("deliver cut short")
 		}
 		if i%256 == 255 { // nothing flushes the acker here
