@@ -90,7 +90,12 @@ func (h *Hub) Accept(peer Peer, id Identity, q ResumeQuery) (*Cursor, error) {
 		!head.Less(q.ID) && !w.holdsEventLocked(q.ID)
 	w.mu.Unlock()
 
-	var info *StreamInfo
+	// One XINFO at most (two when a shared answer predates the id), and what
+	// it says about Redis losing data, noted once per answer.
+	var (
+		info *StreamInfo
+		lost ID // lostUpTo after the newest answer
+	)
 	getInfo := func(fresh bool) (*StreamInfo, error) {
 		if info == nil || fresh {
 			i, err := h.info.get(h.ctx, h.store, fresh)
@@ -98,7 +103,7 @@ func (h *Hub) Accept(peer Peer, id Identity, q ResumeQuery) (*Cursor, error) {
 				return nil, fmt.Errorf("bridge: reading stream info: %w", err)
 			}
 			info = &i
-			h.noteInfo(i, head)
+			lost = h.noteInfo(i, head)
 		}
 		return info, nil
 	}
@@ -130,7 +135,7 @@ func (h *Hub) Accept(peer Peer, id Identity, q ResumeQuery) (*Cursor, error) {
 			c.unregister()
 			return nil, &QueryError{Param: q.idParam, Reason: "id is in the future"}
 		}
-		if lost := h.noteInfo(*i, head); inWindow && (foreignID(*i, q.ID, origin, lost) ||
+		if inWindow && (foreignID(*i, q.ID, origin, lost) ||
 			!i.MaxDeletedKnown && lost.Less(q.ID) && i.Length > 0 && q.ID.Less(i.FirstID)) {
 			// Ahead of this node, but from a stream Redis lost before this
 			// node read it (or, where Redis does not report deletions, maybe
@@ -150,7 +155,7 @@ func (h *Hub) Accept(peer Peer, id Identity, q ResumeQuery) (*Cursor, error) {
 			c.unregister()
 			return nil, err
 		}
-		c.decideGap(q, *i, gapBounds{complete: complete, origin: origin, lostUpTo: h.noteInfo(*i, head),
+		c.decideGap(q, *i, gapBounds{complete: complete, origin: origin, lostUpTo: lost,
 			windowOldest: oldest, held: held, foreign: foreign})
 		h.hooks.Resumed(ResumeFromStore)
 	}
