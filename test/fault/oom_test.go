@@ -11,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/notifybridge/notifybridge/internal/e2e"
-	"github.com/notifybridge/notifybridge/internal/faultproxy"
 	"github.com/notifybridge/notifybridge/internal/redistest"
 )
 
@@ -31,13 +30,7 @@ func TestRedisOutOfMemory(t *testing.T) {
 	// The bad entry must reach the stream while Redis refuses writes, which
 	// no client can do; so the node is cut off (faultproxy) while it is
 	// appended and memory is then filled, and reads it once healed.
-	px, err := faultproxy.Start(rs.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = px.Close() })
-	n := e2e.StartNode(t, e2e.NodeOptions{RedisURL: "redis://" + px.Addr(), NodeID: "oom",
-		Args: []string{"--redis-retry-backoff", "1s"}})
+	px, n := proxiedNode(t, rs, "oom")
 	names := users("m", 20)
 	groups := []string{"ops", "noc", "field"}
 	sess := groupSessions(t, n.Listen, names, groups)

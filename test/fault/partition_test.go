@@ -39,13 +39,7 @@ func TestSilentPartitionStateLost(t *testing.T) { partition(t, true) }
 func partition(t *testing.T, forget bool) {
 	rs := redistest.Start(t)
 	rdb := rs.Client()
-	px, err := faultproxy.Start(rs.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = px.Close() })
-	n := e2e.StartNode(t, e2e.NodeOptions{RedisURL: "redis://" + px.Addr(), NodeID: "partition",
-		Args: []string{"--redis-retry-backoff", "1s"}})
+	px, n := proxiedNode(t, rs, "partition")
 	names := users("p", 20)
 	groups := []string{"ops", "noc", "field", "empty-but-watched"}
 	sess := groupSessions(t, n.Listen, names, groups)
@@ -185,4 +179,18 @@ func maxDur(ds []time.Duration) time.Duration {
 		m = max(m, d)
 	}
 	return m
+}
+
+// proxiedNode starts a node that reaches rs through a faultproxy the test
+// can cut; both stop with the test.
+func proxiedNode(t *testing.T, rs *redistest.Server, nodeID string) (*faultproxy.Proxy, *e2e.Node) {
+	t.Helper()
+	px, err := faultproxy.Start(rs.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = px.Close() })
+	n := e2e.StartNode(t, e2e.NodeOptions{RedisURL: "redis://" + px.Addr(), NodeID: nodeID,
+		Args: []string{"--redis-retry-backoff", "1s"}})
+	return px, n
 }
