@@ -30,6 +30,7 @@ type Options struct {
 	Size      int           // bytes of data per event
 	Duration  time.Duration // publishing time when Events is 0; idle hold time
 	Prefill   int           // resume-storm: entries in the stream before the storm; ingest: the backlog
+	Delivered int           // ingest: older entries the group has read before the backlog
 	Retention string        // ingest: the started bridge's retention (default 24h: the trimmer leaves the backlog alone)
 	Missed    int           // resume-storm: events each client missed
 	Stream    string        // empty: a fresh bench-<run> stream with a started bridge, else notifications

@@ -32,6 +32,7 @@ func Command(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Events, "events", 0, "events to publish (default rate × duration)")
 	fs.IntVar(&o.Size, "size", 200, "bytes of data per event")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "publishing time (idle: how long to hold)")
+	fs.IntVar(&o.Delivered, "delivered", 0, "ingest: entries before the backlog that the group has read already (they fill the window with older events)")
 	fs.IntVar(&o.Prefill, "prefill", 200000, "resume-storm: entries in the stream before the storm; ingest: the backlog the bridge starts behind")
 	fs.IntVar(&o.Missed, "missed", 10, "resume-storm: events each client missed")
 	fs.Float64Var(&o.BroadcastShare, "broadcast-share", 0.01, "mixed: fraction of events (0..1) sent to everyone; the rest go to one random client each")

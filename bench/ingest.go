@@ -36,6 +36,8 @@ type ingestResult struct {
 	BridgePerS    float64 `json:"bridge_entries_per_second,omitempty"` // Prefill / BridgeSeconds
 	BridgeAcked   int64   `json:"bridge_acked,omitempty"`              // entries read and not pending at the end
 	DeadLetters   int64   `json:"dead_letters,omitempty"`              // entries the bridge dead-lettered: lost for clients
+	SweepSeconds  float64 `json:"bridge_sweep_done_seconds,omitempty"` // launch → skipped entries checked for dead letters
+	ReadBefore    int     `json:"read_before_backlog,omitempty"`       // --delivered: older entries the group had read
 	RawSeconds    float64 `json:"raw_loop_seconds,omitempty"`
 	RawPerS       float64 `json:"raw_entries_per_second,omitempty"`
 	RawAcked      int64   `json:"raw_acked,omitempty"`
@@ -65,7 +67,7 @@ func ingest(ctx context.Context, o Options, res *Result) error {
 	if o.Stream == "" {
 		o.Stream = "bench-" + run
 	}
-	res.Stream, res.Clients, res.EntryBytes = o.Stream, 0, o.Size
+	res.Stream, res.Clients, res.EntryBytes, res.ReadBefore = o.Stream, 0, o.Size, o.Delivered
 	// The backlog must be the stream's whole content, and a stream someone
 	// else uses is never written to nor deleted.
 	if n, err := rdb.Exists(ctx, o.Stream).Result(); err != nil || n > 0 {
@@ -77,26 +79,38 @@ func ingest(ctx context.Context, o Options, res *Result) error {
 		_ = rdb.Del(dctx, o.Stream, o.Stream+":dead").Err()
 	}()
 	r := &runner{o: o, rdb: rdb, res: res, t0: time.Now(), run: run}
-	last, err := r.fillBacklog(ctx)
+	// With --delivered, older entries the group has read already come first:
+	// the window warms full of events anyway, and the backlog follows them.
+	start := "0"
+	if o.Delivered > 0 {
+		if start, err = r.fillBacklog(ctx, o.Delivered); err != nil {
+			return err
+		}
+	}
+	r.start = start
+	last, err := r.fillBacklog(ctx, o.Prefill)
 	if err != nil {
 		return err
 	}
-	res.Published = o.Prefill
+	res.Published = o.Delivered + o.Prefill
 	nodeID := "bench-" + run
 	group := config.GroupPrefix + nodeID
-	if err := rdb.XGroupCreateMkStream(ctx, o.Stream, group, "0").Err(); err != nil {
-		return fmt.Errorf("XGROUP CREATE %s: %w", group, err)
+	if err := r.createGroup(ctx, group); err != nil {
+		return err
 	}
 	if !hasFlag(o.Extra, "retention") {
 		o.Extra = append([]string{"--retention", o.Retention}, o.Extra...) // the trimmer must leave the backlog alone
 	}
-	r.logf("starting the bridge behind %d entries of %d B (group %s at 0)", o.Prefill, o.Size, group)
+	r.logf("starting the bridge behind %d entries of %d B (group %s at %s)", o.Prefill, o.Size, group, start)
 	launched := time.Now()
 	c, err := launchChild(o, nodeID)
 	if err != nil {
 		return err
 	}
 	err = r.waitCatchUp(ctx, c, group, last, launched)
+	if err == nil {
+		err = r.waitSweep(ctx, c, group, launched)
+	}
 	if after, serr := scrape(c.adminURL); serr == nil {
 		r.fillProcess(metricsSnapshot{}, after) // since launch: start-up is part of catching up
 		res.RSSPerConnBytes, res.HeapPerConn = 0, 0
@@ -119,20 +133,56 @@ func ingest(ctx context.Context, o Options, res *Result) error {
 	return nil
 }
 
-// fillBacklog writes Prefill entries of about Size bytes of data, each for
-// one of 1000 users no one connects as (routing without delivery, as for
-// the clients of other nodes), and returns the last id.
-func (r *runner) fillBacklog(ctx context.Context) (string, error) {
+// createGroup creates group at r.start, telling Redis how many entries that
+// is so the group's lag stays known.
+func (r *runner) createGroup(ctx context.Context, group string) error {
+	err := r.rdb.Do(ctx, "XGROUP", "CREATE", r.o.Stream, group, r.start, "ENTRIESREAD", r.o.Delivered).Err()
+	if err != nil {
+		return fmt.Errorf("XGROUP CREATE %s: %w", group, err)
+	}
+	return nil
+}
+
+// waitSweep waits until the bridge's background sweep of the entries it
+// skipped (for their dead letters) is done: its field leaves <stream>:sweeps.
+func (r *runner) waitSweep(ctx context.Context, c *child, group string, launched time.Time) error {
+	deadline := time.Now().Add(ingestStall)
+	for {
+		n, err := r.rdb.HExists(ctx, r.o.Stream+":sweeps", group).Result()
+		if err != nil {
+			return err
+		}
+		if !n {
+			r.res.SweepSeconds = time.Since(launched).Seconds()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the bridge's sweep for dead letters did not finish in %v:\n%s", ingestStall, c.log)
+		}
+		select {
+		case <-c.done:
+			return fmt.Errorf("bridge exited while sweeping:\n%s", c.log)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// fillBacklog writes n entries of about Size bytes of data, each for one of
+// 1000 users no one connects as (routing without delivery, as for the
+// clients of other nodes), and returns the last id.
+func (r *runner) fillBacklog(ctx context.Context, n int) (string, error) {
 	o := r.o
 	tag := `,` + string(runTag(r.run))
 	pad := strings.Repeat("x", max(0, o.Size-len(`{"t":1732451234567890,"p":""}`)-len(tag)))
-	bar := newProgress(o, o.Prefill, "prefilling")
+	bar := newProgress(o, n, "prefilling")
 	defer bar.finish()
 	var last *redis.StringCmd
-	for sent := 0; sent < o.Prefill; {
+	for sent := 0; sent < n; {
 		pipe := r.rdb.Pipeline()
-		n := min(1000, o.Prefill-sent)
-		for i := range n {
+		batch := min(1000, n-sent)
+		for i := range batch {
 			to := "user:" + userName(r.run, (sent+i)%1000)
 			data := `{"t":` + strconv.FormatInt(time.Now().UnixMicro(), 10) + tag + `,"p":"` + pad + `"}`
 			last = pipe.XAdd(ctx, &redis.XAddArgs{Stream: o.Stream, Values: []any{"to", to, "type", "fill", "data", data}})
@@ -140,8 +190,8 @@ func (r *runner) fillBacklog(ctx context.Context) (string, error) {
 		if _, err := pipe.Exec(ctx); err != nil {
 			return "", fmt.Errorf("prefill: %w", err)
 		}
-		sent += n
-		bar.add(n)
+		sent += batch
+		bar.add(batch)
 	}
 	if last == nil {
 		return "", errors.New("prefill: nothing to write (--prefill must be > 0)")
@@ -153,7 +203,7 @@ func (r *runner) fillBacklog(ctx context.Context) (string, error) {
 // last and has nothing pending, and records the bridge's readiness and a
 // timeline (entries read, RSS, CPU) on the way.
 func (r *runner) waitCatchUp(ctx context.Context, c *child, group, last string, launched time.Time) error {
-	res, want := r.res, int64(r.o.Prefill)
+	res, want := r.res, int64(r.o.Delivered+r.o.Prefill)
 	hc := http.Client{Timeout: time.Second}
 	var done int64 // read and acknowledged
 	lastMove, lastPoint := time.Now(), time.Time{}
@@ -173,14 +223,14 @@ func (r *runner) waitCatchUp(ctx context.Context, c *child, group, last string, 
 		if err != nil {
 			return err
 		}
-		if d := g.EntriesRead - g.Pending; d != done {
+		if d := g.EntriesRead - g.Pending - int64(r.o.Delivered); d != done {
 			bar.add(int(d - done))
 			done, lastMove = d, now
 		}
 		if g.EntriesRead >= want && g.Pending == 0 && g.LastDeliveredID == last {
 			res.BridgeSeconds = now.Sub(launched).Seconds()
-			res.BridgePerS = float64(want) / res.BridgeSeconds
-			res.BridgeAcked = want
+			res.BridgePerS = float64(r.o.Prefill) / res.BridgeSeconds
+			res.BridgeAcked = int64(r.o.Prefill)
 			r.point(c, g.EntriesRead)
 			return nil
 		}
@@ -232,8 +282,8 @@ func groupInfo(ctx context.Context, rdb *redis.Client, stream, group string) (re
 func (r *runner) rawLoop(ctx context.Context) error {
 	o, res := r.o, r.res
 	group := "bench-raw-" + r.run
-	if err := r.rdb.XGroupCreate(ctx, o.Stream, group, "0").Err(); err != nil {
-		return fmt.Errorf("XGROUP CREATE %s: %w", group, err)
+	if err := r.createGroup(ctx, group); err != nil {
+		return err
 	}
 	bar := newProgress(o, o.Prefill, "raw XREADGROUP loop")
 	defer bar.finish()

@@ -26,6 +26,7 @@ type runner struct {
 	broadcasts     int64     // mixed: events published to everyone
 	loadStartS     float64   // mixed: when publishing began, on the timeline
 	stormed        bool      // resume-storm: the missed events are in the stream
+	start          string    // ingest: where the groups start (0, or the last --delivered entry)
 	caughtUpOrigin int64     // resume-storm: unix µs the storm began
 	t0             time.Time // the timeline's zero: the run's start
 }

@@ -271,3 +271,12 @@ func (h *Hub) tick() {
 		}
 	}
 }
+
+// WindowFloor is the newest id the window does not vouch for: every entry
+// after it up to Head is an event the window holds, or undecodable. Right
+// after Warm, entries up to it are the ones warm start did not read.
+func (h *Hub) WindowFloor() ID {
+	h.w.mu.RLock()
+	defer h.w.mu.RUnlock()
+	return h.w.complete
+}

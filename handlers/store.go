@@ -14,12 +14,22 @@ import (
 type Store struct {
 	r   *streams.Reader
 	lim bridge.Limits
+	// undecodable, when set, hears of every entry that did not decode (warm
+	// start sets it: the entries it reads are not read by ingest again).
+	undecodable func(id bridge.ID, fields map[string]string, err error)
 }
 
 var _ bridge.Store = (*Store)(nil)
 
 // NewStore returns a Store reading through r with the entry limits lim.
 func NewStore(r *streams.Reader, lim bridge.Limits) *Store { return &Store{r: r, lim: lim} }
+
+// ReportUndecodable makes the Store call fn for every entry it skips because
+// it does not decode; nil stops it. fn must copy fields to keep them. Not
+// safe to change while the Store is read.
+func (s *Store) ReportUndecodable(fn func(id bridge.ID, fields map[string]string, err error)) {
+	s.undecodable = fn
+}
 
 // Range implements bridge.Store.
 func (s *Store) Range(ctx context.Context, from bridge.ID, count int) ([]*bridge.Event, bridge.ID, error) {
@@ -49,15 +59,14 @@ func (s *Store) decode(msgs []redis.XMessage) ([]*bridge.Event, bridge.ID, error
 			continue // Redis writes every id; never happens
 		}
 		last = id
-		clear(fields)
-		for k, v := range m.Values {
-			if str, ok := v.(string); ok {
-				fields[k] = str
-			}
-		}
+		entryFields(fields, m.Values)
 		// DecodeEntry keeps no reference to fields: the map is reused.
-		if ev, err := DecodeEntry(id, fields, s.lim); err == nil {
+		ev, err := DecodeEntry(id, fields, s.lim)
+		switch {
+		case err == nil:
 			events = append(events, ev)
+		case s.undecodable != nil:
+			s.undecodable(id, fields, err)
 		}
 	}
 	return events, last, nil
@@ -108,4 +117,15 @@ func (s *Store) Info(ctx context.Context) (bridge.StreamInfo, error) {
 		}
 	}
 	return out, nil
+}
+
+// entryFields refills fields with an entry's string values (Redis sends
+// nothing else); the map is reused across entries.
+func entryFields(fields map[string]string, values map[string]any) {
+	clear(fields)
+	for k, v := range values {
+		if str, ok := v.(string); ok {
+			fields[k] = str
+		}
+	}
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -38,14 +39,25 @@ func warm(ctx context.Context, hub *bridge.Hub, cfg *config.Config, log *zap.Log
 type ingest struct {
 	router *message.Router
 	sub    *streams.Subscriber
+	sweep  *sweeper
 	done   chan struct{}
 }
 
 // startIngest reads the stream through the node's consumer group into the
 // hub. A missing group is created at the head the window warmed to, never at
-// $, so nothing falls between warm start and ingest (contract §4).
-func startIngest(ctx context.Context, rc *Redis, cfg *config.Config, hub *bridge.Hub, ready *Readiness,
-	tel *telemetry, log *zap.Logger) (*ingest, error) {
+// $, so nothing falls between warm start and ingest (contract §4); a group
+// behind it is moved there (skipWarmed), warmBad being the entries warm start
+// found undecodable.
+func startIngest(ctx context.Context, rc *Redis, cfg *config.Config, hub *bridge.Hub, warmBad []handlers.BadEntry,
+	ready *Readiness, tel *telemetry, log *zap.Logger) (*ingest, error) {
+	dl, err := streams.NewDeadLetter(rc.Client, cfg.Stream, int64(cfg.DeadMaxlen.N))
+	if err != nil {
+		return nil, err
+	}
+	sweepRange, err := skipWarmed(ctx, rc, cfg, hub, warmBad, dl, tel.handlerHooks(), log.Named("ingest"))
+	if err != nil {
+		return nil, fmt.Errorf("moving the group past the warmed entries: %w", err)
+	}
 	sub, err := streams.NewSubscriber(rc.Client, streams.Config{
 		Stream:          cfg.Stream,
 		Group:           cfg.Group(),
@@ -67,11 +79,6 @@ func startIngest(ctx context.Context, rc *Redis, cfg *config.Config, hub *bridge
 	if err != nil {
 		return nil, err
 	}
-	dl, err := streams.NewDeadLetter(rc.Client, cfg.Stream, int64(cfg.DeadMaxlen.N))
-	if err != nil {
-		_ = sub.Close()
-		return nil, err
-	}
 	router, err := handlers.NewRouter(sub, handlers.IngestConfig{
 		Stream:        cfg.Stream,
 		Limits:        cfg.Limits(),
@@ -87,6 +94,7 @@ func startIngest(ctx context.Context, rc *Redis, cfg *config.Config, hub *bridge
 		return nil, err
 	}
 	in := &ingest{router: router, sub: sub, done: make(chan struct{})}
+	in.sweep = startSweep(rc, cfg, sweepRange, dl, tel.handlerHooks(), log.Named("ingest"))
 	// Set before the router can stop, so a stop is never overwritten; the
 	// node is not ready before Run marks it started anyway.
 	ready.setIngest(true)
@@ -105,6 +113,7 @@ func startIngest(ctx context.Context, rc *Redis, cfg *config.Config, hub *bridge
 		log.Info("ingesting", zap.String("stream", cfg.Stream), zap.String("group", cfg.Group()), zap.String("consumer", cfg.NodeID))
 		return in, nil
 	case <-in.done:
+		in.sweep.Close()
 		_ = sub.Close()
 		return nil, errors.New("ingest router stopped before it ran")
 	case <-ctx.Done():
@@ -115,6 +124,7 @@ func startIngest(ctx context.Context, rc *Redis, cfg *config.Config, hub *bridge
 
 // Close lets in-flight entries finish, flushes acknowledgements and waits.
 func (in *ingest) Close(log *zap.Logger) {
+	in.sweep.Close()
 	if err := in.router.Close(); err != nil {
 		log.Warn("ingest router close", zap.Error(err))
 	}

@@ -39,6 +39,7 @@ type Node struct {
 	adminLn net.Listener
 	admin   *http.Server
 	hub     *bridge.Hub
+	store   *handlers.Store
 	pool    *wspool.Server
 
 	// Started by Run; nil until then.
@@ -78,13 +79,13 @@ func New(cfg *config.Config, log *zap.Logger, version string) (_ *Node, err erro
 	n.admin = &http.Server{Handler: adminHandler(&n.ready, n.reg, cfg.Pprof.B), ReadHeaderTimeout: 5 * time.Second}
 	log.Info("admin listening", zap.String("addr", n.adminLn.Addr().String()))
 
-	store := handlers.NewStore(streams.NewReader(n.redis.Client, cfg.Stream), cfg.Limits())
+	n.store = handlers.NewStore(streams.NewReader(n.redis.Client, cfg.Stream), cfg.Limits())
 	n.hub, err = bridge.NewHub(bridge.Config{
 		WindowBytes:    cfg.ReplayWindow.Bytes,
 		CursorInterval: cfg.CursorInterval.Duration,
 		Logger:         log.Named("bridge"),
 		Hooks:          n.tel.bridgeHooks(),
-	}, store)
+	}, n.store)
 	if err != nil {
 		return nil, err
 	}
@@ -137,11 +138,16 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	n.ready.setRedis(true)
+	// The entries warm start reads are not read by ingest again, so their
+	// dead letters come from here (skipWarmed).
+	var warmBad []handlers.BadEntry
+	n.store.ReportUndecodable(handlers.CollectUndecodable(&warmBad))
 	newest, err := warm(ctx, n.hub, cfg, log)
+	n.store.ReportUndecodable(nil)
 	if err != nil {
 		return err
 	}
-	if n.ingest, err = startIngest(ctx, n.redis, cfg, n.hub, &n.ready, n.tel, log); err != nil {
+	if n.ingest, err = startIngest(ctx, n.redis, cfg, n.hub, warmBad, &n.ready, n.tel, log); err != nil {
 		return err
 	}
 	if !cfg.Retention.Off() {

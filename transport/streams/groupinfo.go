@@ -41,3 +41,32 @@ func ReadGroupLag(ctx context.Context, c redis.UniversalClient, stream, group st
 	}
 	return GroupLag{}, false, nil
 }
+
+// GroupPosition reads group's last-delivered id on stream (XINFO GROUPS).
+// found is false when the stream or the group does not exist.
+func GroupPosition(ctx context.Context, c redis.UniversalClient, stream, group string) (lastDelivered string, found bool, err error) {
+	groups, err := c.XInfoGroups(ctx, stream).Result()
+	if err != nil {
+		if isNoStream(err) {
+			return "", false, nil
+		}
+		return "", false, err
+	}
+	for _, g := range groups {
+		if g.Name == group {
+			return g.LastDeliveredID, true, nil
+		}
+	}
+	return "", false, nil
+}
+
+// MoveGroup sets group's last-delivered id to id (XGROUP SETID); its pending
+// entries stay pending. entriesRead > 0 is passed as ENTRIESREAD (Redis 7+)
+// so that XINFO GROUPS keeps reporting the group's lag; 0 leaves it to Redis.
+func MoveGroup(ctx context.Context, c redis.UniversalClient, stream, group, id string, entriesRead int64) error {
+	args := []any{"XGROUP", "SETID", stream, group, id}
+	if entriesRead > 0 {
+		args = append(args, "ENTRIESREAD", entriesRead)
+	}
+	return c.Do(ctx, args...).Err()
+}
