@@ -35,7 +35,19 @@ export interface StateDetail {
   attempt?: number;
   /** Whether the connection that ended had completed its handshake. */
   opened?: boolean;
+  /** The transport of the attempt this state is about. */
+  transport?: TransportName;
+  /** HTTP status of a refused SSE or poll request (401, 403, 400, 503). */
+  status?: number;
+  /** `reconnecting` only: the round's next transport, tried at once (delay 0) after this one failed. */
+  fallback?: TransportName;
+  /** `reconnecting` only: the connection was closed by the SDK after `deadAfter` ms of silence. */
+  dead?: boolean;
+  /** `connecting` only: the page event that skipped the backoff. */
+  trigger?: 'online' | 'visible' | 'pageshow';
 }
+
+export type TransportName = 'websocket' | 'sse' | 'poll';
 
 export interface ConnectOptions {
   /** WebSocket endpoint, e.g. `wss://bridge.example/ws`; `http(s)://` and relative URLs are accepted. */
@@ -58,8 +70,22 @@ export interface ConnectOptions {
   storage?: Pick<Storage, 'getItem' | 'setItem'>;
   /** Returns a fresh token after close 1008 or when the current token's `exp` has passed. */
   onTokenExpired?: () => string | Promise<string>;
+  /** Transports in the order tried (default `['websocket', 'sse', 'poll']`); unavailable ones are skipped. */
+  transports?: TransportName[];
+  /** SSE endpoint; default: `url` with its last path segment replaced by `events`. */
+  sseUrl?: string;
+  /** Long-poll endpoint; default: `url` with its last path segment replaced by `poll`. */
+  pollUrl?: string;
   /** WebSocket constructor; defaults to the global one (pass the `ws` package in Node). */
   WebSocket?: unknown;
+  /** EventSource constructor; defaults to the global one; without one SSE runs over `fetch` streaming. */
+  EventSource?: unknown;
+  /** fetch for SSE-over-fetch and long-poll; defaults to the global one. */
+  fetch?: typeof fetch;
+  /** Silence in ms after which a connection counts as dead and is replaced (default 60000, ≥ 2 × the bridge's ping_interval; 0: off). */
+  deadAfter?: number;
+  /** Ms a new WebSocket or SSE attempt may take to deliver its first frame before the next transport is tried (default 8000). */
+  probeTimeout?: number;
   /** First reconnect delay in ms (default 500). */
   minDelay?: number;
   /** Cap of the reconnect delay in ms (default 30000). */
@@ -73,6 +99,8 @@ export declare class Connection {
   /** Newest stream id this connection has been sent. */
   readonly lastEventId: string | undefined;
   readonly state: ConnectionState;
+  /** Transport of the current or last attempt; with state `live`, the one delivering. */
+  readonly transport: TransportName | undefined;
   on(name: 'event', fn: (event: NotifyEvent) => void): () => void;
   on(name: 'gap', fn: (gap: Gap) => void): () => void;
   on(name: 'caught_up', fn: (caughtUp: CaughtUp) => void): () => void;
@@ -81,6 +109,10 @@ export declare class Connection {
   close(): void;
 }
 
+/** The default transport order. */
+export declare const TRANSPORTS: readonly TransportName[];
+/** A text/event-stream parser fed arbitrary chunks; calls `frame(data)` once per event with data. */
+export declare function sseParser(handler: { frame(data: string): void }): (chunk: string) => void;
 export declare function connect(options: ConnectOptions): Connection;
 /** Numeric comparison of two `<ms>-<seq>` ids. */
 export declare function compareIds(a: string, b: string): -1 | 0 | 1;

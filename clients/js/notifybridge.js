@@ -1,5 +1,6 @@
-// notifybridge browser SDK: one WebSocket to a notifybridge node that survives
-// restarts, deploys and flaky networks without losing or repeating events.
+// notifybridge browser SDK: one connection to a notifybridge node (WebSocket,
+// else Server-Sent Events, else long-poll) that survives restarts, deploys,
+// proxies and flaky networks without losing or repeating events.
 //
 // The protocol is in docs/contract.md. What this file adds on top of a bare
 // WebSocket is the client half of the resume contract:
@@ -12,8 +13,15 @@
 //   - it asks the app for a fresh token when the bridge says the old one
 //     expired (1008) instead of hammering the bridge with a dead token.
 //
+//   - it falls back from WebSocket to SSE to long-poll when a transport cannot
+//     open or delivers nothing, and remembers what worked for the page's life;
+//   - it replaces a connection silent for longer than the bridge's heartbeat
+//     allows, and reconnects at once when the page comes back (online,
+//     visible, restored from the back/forward cache).
+//
 // No runtime dependencies: it runs as an ES module in browsers and in Node
-// (pass a WebSocket implementation such as the `ws` package there).
+// (SSE and poll through fetch; pass a WebSocket implementation such as the
+// `ws` package for WebSocket there).
 
 /**
  * @typedef {Object} NotifyEvent
@@ -33,7 +41,16 @@
  */
 
 /**
+ * @typedef {'websocket'|'sse'|'poll'} TransportName
+ */
+
+/**
  * @typedef {Object} StateDetail
+ * @property {TransportName} [transport] The transport of the attempt this state is about.
+ * @property {number} [status]  HTTP status of a refused SSE or poll request.
+ * @property {TransportName} [fallback] `reconnecting`: the next transport, tried at once.
+ * @property {boolean} [dead]   `reconnecting`: closed by the SDK after `deadAfter` ms of silence.
+ * @property {'online'|'visible'|'pageshow'} [trigger] `connecting`: the page event that skipped the backoff.
  * @property {number} [code]    Close code of the connection that ended, when there was one.
  * @property {string} [reason]  Close reason, or why the SDK stopped.
  * @property {number} [delay]   Milliseconds until the next attempt (state `reconnecting`).
@@ -61,7 +78,18 @@
  * @property {() => (string|Promise<string>)} [onTokenExpired] Called when the bridge
  *   closes with 1008 (or the token's `exp` has passed before a reconnect); returns the
  *   new token. Without it, an expired token ends the connection (state `closed`).
+ * @property {TransportName[]} [transports] Order of transports to try (default
+ *   `['websocket', 'sse', 'poll']`); ones this runtime lacks are skipped.
+ * @property {string} [sseUrl]  SSE endpoint; default `url` with the last path segment `events`.
+ * @property {string} [pollUrl] Long-poll endpoint; default `url` with the last path segment `poll`.
  * @property {typeof WebSocket} [WebSocket] WebSocket constructor; defaults to the global one.
+ * @property {*} [EventSource] EventSource constructor; defaults to the global one, else SSE
+ *   runs over fetch streaming.
+ * @property {typeof fetch} [fetch] fetch for SSE over fetch and for long-poll.
+ * @property {number} [deadAfter=60000] Silence (ms) after which a connection is replaced;
+ *   keep it ≥ 2 × the bridge's ping_interval; 0 turns detection (and heartbeat=1) off.
+ * @property {number} [probeTimeout=8000] Ms a WebSocket or SSE attempt may take to deliver
+ *   its first frame before the next transport is tried.
  * @property {number} [minDelay=500]   First reconnect delay in ms.
  * @property {number} [maxDelay=30000] Cap of the reconnect delay in ms.
  * @property {() => number} [random=Math.random] Jitter source (tests make it deterministic).
@@ -134,6 +162,19 @@ export function tokenExpiry(token) {
 
 const TOKEN_EXPIRED = 1008;
 
+/** The transports in the order tried when the app names none. */
+export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'poll']);
+
+// The transport that reached live per endpoint, for the page's lifetime: a
+// second connection (another identity, a manual resume) does not probe a
+// WebSocket again that a proxy already refused.
+const worked = new Map();
+
+// A transport that worked is retried alone this many times before the others
+// are probed again: a bridge restart makes every transport fail for a moment,
+// and should not demote a WebSocket that is only briefly away.
+const PROVEN_RETRIES = 3;
+
 /**
  * Opens a resilient connection to a notifybridge node.
  * @param {ConnectOptions} options
@@ -147,17 +188,35 @@ export class Connection {
   /** @param {ConnectOptions} options */
   constructor(options) {
     if (!options || !options.url) throw new TypeError('notifybridge: url is required');
-    const WS = options.WebSocket ?? globalThis.WebSocket;
-    if (typeof WS !== 'function') {
-      throw new TypeError('notifybridge: no WebSocket implementation; pass options.WebSocket');
-    }
     this._opts = options;
-    this._WS = WS;
+    this._WS = options.WebSocket ?? globalThis.WebSocket;
+    this._ES = options.EventSource ?? globalThis.EventSource;
+    this._fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    const usable = {
+      websocket: typeof this._WS === 'function',
+      sse: typeof this._ES === 'function' || typeof this._fetch === 'function',
+      poll: typeof this._fetch === 'function',
+    };
+    const wanted = options.transports ?? TRANSPORTS;
+    for (const t of wanted) {
+      if (!(t in usable)) throw new TypeError(`notifybridge: unknown transport "${t}"`);
+    }
+    this._transports = wanted.filter((t) => usable[t]);
+    if (this._transports.length === 0) {
+      throw new TypeError(
+        wanted.length === 1 && wanted[0] === 'websocket'
+          ? 'notifybridge: no WebSocket implementation; pass options.WebSocket'
+          : `notifybridge: none of the transports ${wanted.join(', ')} is available here; pass options.WebSocket or options.fetch`,
+      );
+    }
     this._token = options.token;
     this._storage = options.storageKey ? (options.storage ?? globalThis.localStorage) : undefined;
     this._random = options.random ?? Math.random;
     this._minDelay = options.minDelay ?? 500;
     this._maxDelay = options.maxDelay ?? 30000;
+    this._deadAfter = options.deadAfter ?? 60000;
+    this._probeTimeout = options.probeTimeout ?? 8000;
+    this._endpoint = resolve(options.url).toString().split('?')[0];
     /** @type {Record<string, Set<Function>>} */
     this._listeners = { event: new Set(), gap: new Set(), caught_up: new Set(), state: new Set() };
     /** @type {string|undefined} */
@@ -166,13 +225,20 @@ export class Connection {
     this._closed = false;
     /** @type {ConnectionState} */
     this._state = 'connecting';
-    /** @type {WebSocket|undefined} */
-    this._ws = undefined;
+    /** @type {TransportName|undefined} */
+    this._transport = undefined;
+    /** The live attempt: { name, t (its handle), opened, live, heard (ms of the last frame) }. */
+    this._cur = undefined;
+    this._round = [];
+    this._roundPos = 0;
     this._timer = undefined;
+    this._watch = undefined;
 
     const stored = this._storage?.getItem(options.storageKey);
     if (isId(options.lastEventId)) this._last = options.lastEventId;
     else if (isId(stored)) this._last = stored;
+
+    this._lifecycle = lifecycleHooks((trigger) => this._wake(trigger));
 
     // Listeners are attached synchronously after connect() returns; opening on
     // the next tick guarantees they see the first 'state' and every event.
@@ -187,6 +253,15 @@ export class Connection {
   /** @returns {ConnectionState} */
   get state() {
     return this._state;
+  }
+
+  /**
+   * The transport of the current or last attempt (`websocket`, `sse` or
+   * `poll`); with state `live`, the one delivering.
+   * @returns {TransportName|undefined}
+   */
+  get transport() {
+    return this._transport;
   }
 
   /**
@@ -207,16 +282,8 @@ export class Connection {
     if (this._closed) return;
     this._closed = true;
     clearTimeout(this._timer);
-    const ws = this._ws;
-    this._ws = undefined;
-    if (ws) {
-      detach(ws);
-      try {
-        ws.close(1000, 'client closed');
-      } catch {
-        // Closing a socket that is still connecting throws in some engines; it is dropped anyway.
-      }
-    }
+    this._lifecycle();
+    this._drop();
     this._setState('closed', { reason: 'closed by client' });
   }
 
@@ -234,15 +301,22 @@ export class Connection {
 
   _setState(state, detail = {}) {
     this._state = state;
-    this._emit('state', state, detail);
+    this._emit('state', state, { transport: this._transport, ...detail });
   }
 
-  _url() {
+  /** @param {TransportName} name */
+  _url(name) {
     const o = this._opts;
-    const base = globalThis.location?.href;
-    const url = base ? new URL(o.url, base) : new URL(o.url);
-    if (url.protocol === 'http:') url.protocol = 'ws:';
-    if (url.protocol === 'https:') url.protocol = 'wss:';
+    let url = resolve(o.url);
+    if (name === 'sse') url = o.sseUrl ? resolve(o.sseUrl) : sibling(url, 'events');
+    if (name === 'poll') url = o.pollUrl ? resolve(o.pollUrl) : sibling(url, 'poll');
+    if (name === 'websocket') {
+      if (url.protocol === 'http:') url.protocol = 'ws:';
+      if (url.protocol === 'https:') url.protocol = 'wss:';
+    } else {
+      if (url.protocol === 'ws:') url.protocol = 'http:';
+      if (url.protocol === 'wss:') url.protocol = 'https:';
+    }
     const q = url.searchParams;
     if (this._token) q.set('token', this._token);
     if (o.user !== undefined) q.set('user', o.user);
@@ -250,13 +324,32 @@ export class Connection {
     if (o.types !== undefined && o.types.length) q.set('types', list(o.types));
     if (this._last !== undefined) q.set('last_event_id', this._last);
     else if (o.since !== undefined) q.set('since', String(o.since));
+    // Asks for {"control":"ping"} on an idle stream: browsers hide WebSocket
+    // pings and SSE comments from scripts, so silence is otherwise unmeasurable.
+    if (name !== 'poll' && this._deadAfter > 0) q.set('heartbeat', '1');
     return url.toString();
   }
 
-  async _open() {
+  /** The transports of a new round of attempts, best bet first. */
+  _newRound() {
+    const proven = worked.get(this._endpoint);
+    if (proven && this._transports.includes(proven)) {
+      if (this._attempt <= PROVEN_RETRIES) return [proven];
+      return [proven, ...this._transports.filter((t) => t !== proven)];
+    }
+    return [...this._transports];
+  }
+
+  /** @param {{trigger?: string, next?: boolean}} [how] */
+  async _open(how = {}) {
     if (this._closed) return;
+    if (how.next) this._roundPos++;
+    else {
+      this._round = this._newRound();
+      this._roundPos = 0;
+    }
     // A token whose exp has passed would only earn a 401, which a browser
-    // reports as a bare 1006; refresh it first when the app can.
+    // reports as a bare 1006 or EventSource error; refresh it first when the app can.
     if (this._token && this._opts.onTokenExpired) {
       const exp = tokenExpiry(this._token);
       if (exp !== undefined && exp * 1000 <= Date.now()) {
@@ -264,48 +357,104 @@ export class Connection {
       }
     }
     if (this._closed) return;
-    this._setState('connecting', { attempt: this._attempt });
-    let ws;
+    const name = this._round[this._roundPos];
+    this._transport = name;
+    this._setState('connecting', { attempt: this._attempt, ...(how.trigger ? { trigger: how.trigger } : {}) });
+    const cur = { name, t: undefined, opened: false, live: false, heard: Date.now(), ended: false };
+    this._cur = cur;
+    const handlers = {
+      open: () => {
+        if (this._cur !== cur || cur.opened) return;
+        cur.opened = true;
+        this._setState('replaying');
+      },
+      frame: (msg) => {
+        if (this._cur !== cur) return;
+        this._heard(cur);
+        this._frame(msg, cur);
+      },
+      activity: () => {
+        if (this._cur === cur) this._heard(cur);
+      },
+      closed: (detail) => {
+        if (this._cur !== cur || cur.ended) return;
+        this._drop();
+        this._closedBy({ ...detail, opened: cur.opened }, cur);
+      },
+    };
+    // Until the first frame, the probe bound applies: a proxy that accepts
+    // the WebSocket upgrade (or buffers SSE) and then delivers nothing is a
+    // failed transport, not a quiet one.
+    this._arm(cur, name === 'poll' ? 0 : this._probeTimeout, 'nothing received');
     try {
-      ws = new this._WS(this._url());
+      cur.t = this._start(name, handlers);
     } catch (err) {
-      this._scheduleReconnect({ reason: String(err?.message ?? err) });
-      return;
+      this._drop();
+      this._closedBy({ reason: String(err?.message ?? err), opened: false }, cur);
     }
-    this._ws = ws;
-    let opened = false;
-    ws.onopen = () => {
-      opened = true;
-      this._setState('replaying');
-    };
-    ws.onmessage = (ev) => this._frame(ev.data);
-    ws.onerror = () => {
-      // Always followed by close, which carries the information.
-    };
-    ws.onclose = (ev) => {
-      if (this._ws !== ws) return;
-      this._ws = undefined;
-      detach(ws);
-      this._closedBy(ev.code, ev.reason, opened);
-    };
   }
 
-  /** @param {string|ArrayBuffer|Uint8Array} raw */
-  _frame(raw) {
-    const text = typeof raw === 'string' ? raw : new TextDecoder().decode(raw);
-    let msg;
+  /** @param {TransportName} name */
+  _start(name, h) {
+    const url = this._url(name);
+    if (name === 'websocket') return openWebSocket(this._WS, url, h);
+    if (name === 'sse') {
+      if (typeof this._ES === 'function') return openEventSource(this._ES, url, h);
+      return openFetchSSE(this._fetch, url, h);
+    }
+    return openPoll(this._fetch, () => this._url('poll'), this._deadAfter || 60000, h);
+  }
+
+  _heard(cur) {
+    cur.heard = Date.now();
+    this._arm(cur, this._deadAfter, 'no frame or heartbeat');
+  }
+
+  _arm(cur, ms, reason) {
+    clearTimeout(this._watch);
+    this._watch = undefined;
+    if (!(ms > 0)) return;
+    this._watch = setTimeout(() => {
+      if (this._cur !== cur) return;
+      this._drop();
+      this._closedBy({ reason: `${reason} for ${ms} ms`, opened: cur.opened, dead: true }, cur);
+    }, ms);
+  }
+
+  /** Ends the current attempt without reporting it. */
+  _drop() {
+    clearTimeout(this._watch);
+    this._watch = undefined;
+    const cur = this._cur;
+    this._cur = undefined;
+    if (!cur) return;
+    cur.ended = true;
     try {
-      msg = JSON.parse(text);
+      cur.t?.close();
     } catch {
-      return; // Not ours to judge; the contract only sends JSON.
+      // Closing a socket that is still connecting throws in some engines; it is dropped anyway.
+    }
+  }
+
+  /** @param {string|ArrayBuffer|Uint8Array|object} raw */
+  _frame(raw, cur) {
+    let msg = raw;
+    if (typeof raw !== 'object' || raw instanceof ArrayBuffer || ArrayBuffer.isView(raw)) {
+      const text = typeof raw === 'string' ? raw : new TextDecoder().decode(raw);
+      try {
+        msg = JSON.parse(text);
+      } catch {
+        return; // Not ours to judge; the contract only sends JSON.
+      }
     }
     if (msg === null || typeof msg !== 'object') return;
     if (typeof msg.control === 'string') {
       switch (msg.control) {
         case 'caught_up':
           this._advance(msg.last);
-          this._attempt = 0; // A connection that reached live earned a fresh backoff.
-          this._setState('live');
+          // Once per connection, as on /ws, whatever a transport repeats.
+          if (cur.live) return;
+          this._live(cur);
           this._emit('caught_up', { last: msg.last });
           return;
         case 'gap':
@@ -315,15 +464,24 @@ export class Connection {
           this._advance(msg.last);
           return;
         default:
-          return; // Newer bridges may add control frames; ignoring them is the contract.
+          return; // ping, and whatever newer bridges add: ignoring them is the contract.
       }
     }
     if (!isId(msg.id)) return;
-    // Ids on one connection only grow and a resume starts after the stored
-    // id, so "not newer than the newest seen" is exactly "already delivered".
+    // Ids only grow and every attempt resumes after the stored id, whatever
+    // the transport, so "not newer than the newest seen" is exactly "already delivered".
     if (this._last !== undefined && compareIds(msg.id, this._last) <= 0) return;
     this._advance(msg.id);
     this._emit('event', { id: msg.id, type: msg.type, data: msg.data });
+  }
+
+  _live(cur) {
+    if (!cur || cur.live) return;
+    cur.live = true;
+    cur.opened = true;
+    this._attempt = 0; // A connection that reached live earned a fresh backoff.
+    worked.set(this._endpoint, cur.name);
+    this._setState('live');
   }
 
   _advance(id) {
@@ -339,26 +497,48 @@ export class Connection {
     }
   }
 
-  async _closedBy(code, reason, opened) {
+  /**
+   * @param {{code?: number, status?: number, reason?: string, opened?: boolean, dead?: boolean}} detail
+   */
+  async _closedBy(detail, cur) {
     if (this._closed) return;
-    if (code === TOKEN_EXPIRED) {
-      if (!(await this._refreshToken())) return;
-      this._attempt = 0;
-      this._timer = setTimeout(() => this._open(), 0);
+    const d = { ...detail };
+    if (d.status === undefined) delete d.status;
+    if (d.code === undefined) delete d.code;
+    if (d.code === TOKEN_EXPIRED || d.status === 401) {
+      if (!(await this._refreshToken(d))) return;
+      if (d.code === TOKEN_EXPIRED) {
+        // The bridge said "expired", so the new token is the cure: at once.
+        this._attempt = 0;
+        this._timer = setTimeout(() => this._open(), 0);
+      } else {
+        // A 401 may as well be a token the bridge will never accept: backoff.
+        this._scheduleReconnect(d);
+      }
+      return;
+    }
+    // An attempt that never reached live tries the round's next transport at
+    // once; a bridge that is down for all of them earns the backoff.
+    if (!cur.live && this._roundPos + 1 < this._round.length) {
+      this._setState('reconnecting', { ...d, delay: 0, attempt: this._attempt, fallback: this._round[this._roundPos + 1] });
+      clearTimeout(this._timer);
+      this._timer = setTimeout(() => this._open({ next: true }), 0);
       return;
     }
     // Everything else reconnects and resumes: 1001 (node draining), 1013 (too
     // slow), 1006 (dropped, or refused at the handshake: a browser cannot see
-    // the HTTP status) by the contract, and any other code too, because the
-    // stored id makes resuming safe and a proxy may close with anything.
-    this._scheduleReconnect({ code, reason, opened });
+    // the HTTP status) by the contract, a stream the bridge ended, a dead
+    // connection, and anything else, because the stored id makes resuming safe.
+    this._scheduleReconnect(d);
   }
 
-  async _refreshToken() {
+  async _refreshToken(detail = {}) {
     const refresh = this._opts.onTokenExpired;
+    const code = detail.code ?? TOKEN_EXPIRED;
     if (!refresh) {
       this._closed = true;
-      this._setState('closed', { code: TOKEN_EXPIRED, reason: 'token expired and no onTokenExpired callback' });
+      this._lifecycle();
+      this._setState('closed', { ...detail, code, reason: 'token expired and no onTokenExpired callback' });
       return false;
     }
     try {
@@ -370,7 +550,7 @@ export class Connection {
     } catch (err) {
       if (this._closed) return false;
       // The identity provider may be down too; keep trying at the backoff pace.
-      this._scheduleReconnect({ code: TOKEN_EXPIRED, reason: `token refresh failed: ${err?.message ?? err}` });
+      this._scheduleReconnect({ ...detail, code, reason: `token refresh failed: ${err?.message ?? err}` });
       return false;
     }
   }
@@ -382,6 +562,212 @@ export class Connection {
     this._setState('reconnecting', { ...detail, delay, attempt: this._attempt });
     clearTimeout(this._timer);
     this._timer = setTimeout(() => this._open(), delay);
+  }
+
+  /**
+   * The page came back (online, visible, restored from the back/forward
+   * cache): a backoff still running is skipped, and a connection that may
+   * have died unnoticed while the page slept is replaced. Resume makes an
+   * unneeded reconnect cost one handshake, never an event.
+   * @param {'online'|'visible'|'pageshow'} trigger
+   */
+  _wake(trigger) {
+    if (this._closed) return;
+    const cur = this._cur;
+    if (cur && trigger === 'visible') {
+      // Visible again with frames (or heartbeats) still arriving: nothing to do.
+      const quiet = Date.now() - cur.heard;
+      if (cur.live && !(this._deadAfter > 0 && quiet > this._deadAfter / 2)) return;
+      if (!cur.live && quiet < this._probeTimeout) return; // an attempt already under way
+    }
+    this._drop();
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this._open({ trigger }), 0);
+  }
+}
+
+/** Resolves a URL against the page when there is one. */
+function resolve(u) {
+  const base = globalThis.location?.href;
+  return base ? new URL(u, base) : new URL(u);
+}
+
+/** `/prefix/ws` → `/prefix/<leaf>`: the bridge serves /ws, /events and /poll side by side. */
+function sibling(url, leaf) {
+  const u = new URL(url);
+  u.pathname = u.pathname.replace(/[^/]*$/, leaf);
+  return u;
+}
+
+/**
+ * Registers the page-lifecycle hooks that make a sleeping page reconnect at
+ * once when it wakes; returns the function removing them. Outside a browser
+ * there is nothing to hook.
+ */
+function lifecycleHooks(wake) {
+  const win = typeof globalThis.addEventListener === 'function' ? globalThis : undefined;
+  const doc = globalThis.document;
+  const onOnline = () => wake('online');
+  const onShow = (e) => e?.persisted && wake('pageshow');
+  const onVisible = () => doc.visibilityState === 'visible' && wake('visible');
+  win?.addEventListener('online', onOnline);
+  win?.addEventListener('pageshow', onShow);
+  doc?.addEventListener?.('visibilitychange', onVisible);
+  return () => {
+    win?.removeEventListener('online', onOnline);
+    win?.removeEventListener('pageshow', onShow);
+    doc?.removeEventListener?.('visibilitychange', onVisible);
+  };
+}
+
+function openWebSocket(WS, url, h) {
+  const ws = new WS(url);
+  ws.onopen = () => h.open();
+  ws.onmessage = (ev) => h.frame(ev.data);
+  ws.onerror = () => {
+    // Always followed by close, which carries the information.
+  };
+  ws.onclose = (ev) => {
+    detach(ws);
+    h.closed({ code: ev.code, reason: ev.reason });
+  };
+  return {
+    close() {
+      detach(ws);
+      ws.close(1000, 'client closed');
+    },
+  };
+}
+
+// A browser's EventSource reconnects by itself, with its own delay and the
+// token it was built with; the SDK closes it on the first error instead and
+// reconnects on its own terms (backoff, fresh token, fallback, dedupe).
+function openEventSource(ES, url, h) {
+  const es = new ES(url);
+  es.onopen = () => h.open();
+  es.onmessage = (ev) => h.frame(ev.data);
+  es.onerror = () => {
+    es.onopen = es.onmessage = es.onerror = null;
+    es.close();
+    h.closed({ reason: 'event stream ended or refused' });
+  };
+  return {
+    close() {
+      es.onopen = es.onmessage = es.onerror = null;
+      es.close();
+    },
+  };
+}
+
+/** SSE through fetch streaming (Node, or a browser without EventSource). */
+function openFetchSSE(fetchFn, url, h) {
+  const ac = new AbortController();
+  (async () => {
+    let res;
+    try {
+      res = await fetchFn(url, { headers: { Accept: 'text/event-stream' }, signal: ac.signal, cache: 'no-store' });
+    } catch (err) {
+      if (!ac.signal.aborted) h.closed({ reason: String(err?.message ?? err) });
+      return;
+    }
+    if (res.status !== 200 || !res.body) {
+      const reason = await refusal(res);
+      return h.closed({ status: res.status, reason });
+    }
+    h.open();
+    const parser = sseParser(h);
+    const decoder = new TextDecoder();
+    try {
+      for await (const chunk of res.body) {
+        h.activity();
+        parser(decoder.decode(chunk, { stream: true }));
+      }
+      h.closed({ reason: 'event stream ended' });
+    } catch (err) {
+      if (!ac.signal.aborted) h.closed({ reason: String(err?.message ?? err) });
+    }
+  })();
+  return { close: () => ac.abort() };
+}
+
+/**
+ * A text/event-stream parser (the WHATWG rules the SDK needs: data lines
+ * joined by newlines, comments and other fields ignored) that calls
+ * h.frame(data) per event; fed arbitrary chunks.
+ */
+export function sseParser(h) {
+  let buf = '';
+  let data = [];
+  return (text) => {
+    buf += text;
+    for (;;) {
+      const m = /\r\n|\r|\n/.exec(buf);
+      // A lone \r at the end may be the first half of \r\n: wait for more.
+      if (!m || (m[0] === '\r' && m.index === buf.length - 1)) return;
+      const line = buf.slice(0, m.index);
+      buf = buf.slice(m.index + m[0].length);
+      if (line === '') {
+        if (data.length) h.frame(data.join('\n'));
+        data = [];
+        continue;
+      }
+      if (line[0] === ':') continue;
+      const colon = line.indexOf(':');
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? '' : line.slice(colon + 1);
+      if (value[0] === ' ') value = value.slice(1);
+      if (field === 'data') data.push(value);
+    }
+  };
+}
+
+/**
+ * Long-poll: one request at a time, each resuming from the newest id the
+ * SDK holds, so any node can answer any poll. The first answer opens it.
+ */
+function openPoll(fetchFn, urlFn, timeout, h) {
+  const ac = new AbortController();
+  let first = true;
+  (async () => {
+    while (!ac.signal.aborted) {
+      let res;
+      let body;
+      // Bounded: a poll answers within poll_timeout, so a longer silence is a dead path.
+      const timer = setTimeout(() => ac.abort(new Error('poll timed out')), timeout);
+      try {
+        res = await fetchFn(urlFn(), { headers: { Accept: 'application/json' }, signal: ac.signal, cache: 'no-store' });
+        if (res.status === 200) body = await res.json();
+      } catch (err) {
+        clearTimeout(timer);
+        if (ac.signal.aborted && ac.signal.reason?.message !== 'poll timed out') return;
+        return h.closed({ reason: String(err?.message ?? err) });
+      }
+      clearTimeout(timer);
+      if (ac.signal.aborted) return;
+      if (res.status !== 200) return h.closed({ status: res.status, reason: await refusal(res) });
+      if (!body || !Array.isArray(body.frames)) return h.closed({ reason: 'poll answer without frames' });
+      if (first) h.open();
+      first = false;
+      h.activity();
+      for (const f of body.frames) {
+        if (ac.signal.aborted) return;
+        h.frame(f);
+      }
+      if (ac.signal.aborted) return;
+      h.frame({ control: 'cursor', last: body.last });
+      // An empty answer after the wait: nothing is pending, so this is live
+      // even from a bridge that sends no caught_up on polls.
+      if (body.frames.length === 0) h.frame({ control: 'caught_up', last: body.last });
+    }
+  })();
+  return { close: () => ac.abort() };
+}
+
+async function refusal(res) {
+  try {
+    return `HTTP ${res.status}: ${(await res.text()).trim().split('\n')[0].slice(0, 200)}`;
+  } catch {
+    return `HTTP ${res.status}`;
   }
 }
 

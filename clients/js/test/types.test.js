@@ -7,6 +7,6 @@ import * as sdk from '../notifybridge.js';
 test('every export of notifybridge.js is declared in notifybridge.d.ts', () => {
   const dts = readFileSync(new URL('../notifybridge.d.ts', import.meta.url), 'utf8');
   for (const name of Object.keys(sdk)) {
-    assert.match(dts, new RegExp(`export declare (function|class) ${name}\\b`), `${name} missing from notifybridge.d.ts`);
+    assert.match(dts, new RegExp(`export declare (function|class|const) ${name}\\b`), `${name} missing from notifybridge.d.ts`);
   }
 });

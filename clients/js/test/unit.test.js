@@ -3,7 +3,7 @@
 // deterministically and fast.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, compareIds, backoffDelay, tokenExpiry, isId } from '../notifybridge.js';
+import { connect, compareIds, backoffDelay, tokenExpiry, isId, sseParser } from '../notifybridge.js';
 
 /** A fake WebSocket recording every instance; tests drive it by hand. */
 function fakeSocketClass() {
@@ -39,10 +39,13 @@ async function until(cond, what, timeout = 2000) {
   }
 }
 
+let hosts = 0;
 function harness(extra = {}) {
   const { FakeWebSocket, sockets } = fakeSocketClass();
   const conn = connect({
-    url: 'ws://bridge.test/ws',
+    // A host per test: the SDK remembers per endpoint which transport worked.
+    url: `ws://bridge-${++hosts}.test/ws`,
+    transports: ['websocket'],
     user: 'alice',
     groups: ['ops', 'noc'],
     WebSocket: FakeWebSocket,
@@ -92,7 +95,7 @@ test('tokenExpiry reads exp from a JWT payload and ignores garbage', () => {
 
 test('first connection carries identity and filter, no resume id', async () => {
   const { FakeWebSocket, sockets } = fakeSocketClass();
-  const conn = connect({ url: 'http://bridge.test/ws?x=1', user: 'u1', groups: 'a,b', types: ['alarm.*', 'test.done'], WebSocket: FakeWebSocket });
+  const conn = connect({ url: 'http://bridge.test/ws?x=1', user: 'u1', groups: 'a,b', types: ['alarm.*', 'test.done'], WebSocket: FakeWebSocket, fetch: () => new Promise(() => {}) });
   await until(() => sockets.length === 1, 'first socket');
   const q = sockets[0].url.searchParams;
   assert.equal(sockets[0].url.protocol, 'ws:');
@@ -268,4 +271,289 @@ test('close() stops reconnecting, and a throwing listener does not stop delivery
   } finally {
     globalThis.reportError = orig;
   }
+});
+
+// --- transports: fallback, memory, dedupe, dead detection, page lifecycle ---
+
+/** A fake EventSource recording every instance. */
+function fakeEventSourceClass() {
+  const sources = [];
+  class FakeEventSource {
+    constructor(url) {
+      this.url = new URL(url);
+      this.closed = false;
+      sources.push(this);
+    }
+    open() {
+      this.onopen?.({});
+    }
+    send(frame) {
+      this.onmessage?.({ data: typeof frame === 'string' ? frame : JSON.stringify(frame) });
+    }
+    fail() {
+      this.onerror?.({});
+    }
+    close() {
+      this.closed = true;
+    }
+  }
+  return { FakeEventSource, sources };
+}
+
+/** A fake fetch whose requests the test answers by hand. */
+function fakeFetch() {
+  const requests = [];
+  const fetch = (url, init) =>
+    new Promise((resolve, reject) => {
+      const r = { url: new URL(url), init, resolve, reject };
+      r.json = (status, body) => resolve(new Response(typeof body === 'string' ? body : JSON.stringify(body), { status }));
+      init?.signal?.addEventListener('abort', () => reject(init.signal.reason ?? new Error('aborted')));
+      requests.push(r);
+    });
+  return { fetch, requests };
+}
+
+function allTransports(extra = {}) {
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  const { FakeEventSource, sources } = fakeEventSourceClass();
+  const { fetch, requests } = fakeFetch();
+  const h = harness({ transports: undefined, WebSocket: FakeWebSocket, EventSource: FakeEventSource, fetch, ...extra });
+  return { ...h, sockets, sources, requests };
+}
+
+test('falls back websocket → sse → poll, each resuming, and the state says which is live', async () => {
+  const { conn, sockets, sources, requests, seen } = allTransports({ lastEventId: '3-0' });
+  await until(() => sockets.length === 1, 'websocket attempt');
+  assert.equal(conn.transport, 'websocket');
+  assert.equal(sockets[0].url.searchParams.get('heartbeat'), '1');
+  sockets[0].drop(1006); // refused at the handshake (a proxy without Upgrade)
+  await until(() => sources.length === 1, 'sse attempt');
+  const sse = sources[0].url;
+  assert.equal(sse.protocol, 'http:');
+  assert.equal(sse.pathname, '/events');
+  assert.equal(sse.searchParams.get('last_event_id'), '3-0');
+  assert.equal(sse.searchParams.get('user'), 'alice');
+  assert.equal(sse.searchParams.get('heartbeat'), '1');
+  sources[0].fail(); // SSE blocked too
+  await until(() => requests.length === 1, 'poll');
+  assert.ok(sources[0].closed, 'the SDK closes the EventSource instead of letting it retry by itself');
+  assert.equal(requests[0].url.pathname, '/poll');
+  assert.equal(requests[0].url.searchParams.get('last_event_id'), '3-0');
+  assert.equal(requests[0].url.searchParams.get('heartbeat'), null);
+  requests[0].json(200, { frames: [ev('4-0'), { control: 'caught_up', last: '4-0' }], last: '4-0' });
+  await until(() => requests.length === 2, 'next poll');
+  assert.equal(requests[1].url.searchParams.get('last_event_id'), '4-0');
+  assert.equal(conn.state, 'live');
+  assert.equal(conn.transport, 'poll');
+  assert.equal(seen.states.find(([s]) => s === 'live')[1].transport, 'poll');
+  // The fallbacks were immediate, not backed off.
+  assert.deepEqual(
+    seen.states.filter(([s]) => s === 'reconnecting').map(([, d]) => [d.delay, d.fallback]),
+    [
+      [0, 'sse'],
+      [0, 'poll'],
+    ],
+  );
+  requests[1].json(200, { frames: [ev('5-0')], last: '5-0' });
+  await until(() => requests.length === 3, 'third poll');
+  assert.deepEqual(seen.events.map((e) => e.id), ['4-0', '5-0']);
+  assert.equal(seen.caughtUp.length, 1);
+  conn.close();
+});
+
+test('a websocket that opens but delivers nothing within probeTimeout falls back to sse', async () => {
+  const { conn, sockets, sources, seen } = allTransports({ probeTimeout: 20 });
+  await until(() => sockets.length === 1, 'websocket attempt');
+  sockets[0].open(); // a proxy accepted the upgrade, then nothing comes through
+  await until(() => sources.length === 1, 'sse probe');
+  assert.deepEqual(sockets[0].closedWith, { code: 1000, reason: 'client closed' });
+  sources[0].open();
+  sources[0].send({ control: 'caught_up', last: '0-0' });
+  assert.equal(conn.transport, 'sse');
+  assert.equal(conn.state, 'live');
+  assert.match(seen.states.find(([s, d]) => s === 'reconnecting' && d.fallback === 'sse')[1].reason, /nothing received/);
+  conn.close();
+});
+
+test('the transport that worked is remembered: reconnects and later connections start with it', async () => {
+  const a = allTransports();
+  await until(() => a.sockets.length === 1, 'websocket attempt');
+  a.sockets[0].drop(1006);
+  await until(() => a.sources.length === 1, 'sse');
+  a.sources[0].open();
+  a.sources[0].send({ control: 'caught_up', last: '1-0' });
+  a.sources[0].fail(); // the stream ends (drain, token, proxy timeout)
+  await until(() => a.sources.length === 2, 'sse again');
+  assert.equal(a.sockets.length, 1, 'no websocket retried');
+  assert.equal(a.sources[1].url.searchParams.get('last_event_id'), '1-0');
+  // A bridge restart: the remembered transport is retried alone a few times…
+  for (let i = 1; i <= 3; i++) {
+    a.sources[i].fail();
+    await until(() => a.sources.length === i + 2, `sse attempt ${i + 2}`);
+  }
+  assert.equal(a.sockets.length, 1);
+  // …then the others are probed again (the network may have changed).
+  a.sources[4].fail();
+  await until(() => a.sockets.length === 2 || a.requests.length > 0, 'another transport');
+  a.conn.close();
+
+  // A second connection to the same endpoint (same page) starts with SSE.
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  const { FakeEventSource, sources } = fakeEventSourceClass();
+  const url = `ws://bridge-${hosts}.test/ws`;
+  const b = connect({ url, user: 'bob', WebSocket: FakeWebSocket, EventSource: FakeEventSource, fetch: fakeFetch().fetch });
+  await until(() => sources.length === 1, 'second connection over sse');
+  assert.equal(sockets.length, 0);
+  assert.equal(b.transport, 'sse');
+  b.close();
+});
+
+test('dedupe holds across transports: a replay over sse of what websocket delivered reaches the app once', async () => {
+  const { conn, sockets, sources, seen } = allTransports();
+  await until(() => sockets.length === 1, 'websocket attempt');
+  sockets[0].open();
+  sockets[0].send(ev('1-0'));
+  sockets[0].send(ev('2-0'));
+  sockets[0].drop(1006); // before caught_up: counts as a failed attempt
+  await until(() => sources.length === 1, 'sse');
+  assert.equal(sources[0].url.searchParams.get('last_event_id'), '2-0');
+  sources[0].open();
+  sources[0].send(ev('1-0'));
+  sources[0].send(ev('2-0'));
+  sources[0].send(ev('3-0'));
+  sources[0].send({ control: 'caught_up', last: '3-0' });
+  sources[0].send({ control: 'ping' });
+  assert.deepEqual(seen.events.map((e) => e.id), ['1-0', '2-0', '3-0']);
+  assert.equal(conn.lastEventId, '3-0');
+  conn.close();
+});
+
+test('a connection silent for deadAfter is closed and replaced, resuming; deadAfter 0 turns it off', async () => {
+  const { conn, sockets, seen } = harness({ deadAfter: 30 });
+  await until(() => sockets.length === 1, 'first socket');
+  sockets[0].open();
+  sockets[0].send({ control: 'caught_up', last: '8-0' });
+  sockets[0].send({ control: 'ping' });
+  await until(() => sockets.length === 2, 'reconnect after silence');
+  assert.deepEqual(sockets[0].closedWith, { code: 1000, reason: 'client closed' });
+  assert.equal(sockets[1].url.searchParams.get('last_event_id'), '8-0');
+  const rec = seen.states.find(([s]) => s === 'reconnecting')[1];
+  assert.equal(rec.dead, true);
+  assert.match(rec.reason, /no frame or heartbeat for 30 ms/);
+  conn.close();
+
+  const off = harness({ deadAfter: 0 });
+  await until(() => off.sockets.length === 1, 'socket');
+  assert.equal(off.sockets[0].url.searchParams.get('heartbeat'), null);
+  off.conn.close();
+});
+
+test('poll: a refusal with 401 asks for a new token; an empty answer means live', async () => {
+  const { fetch, requests } = fakeFetch();
+  const { conn, seen } = harness({ transports: ['poll'], fetch, token: 'old', user: undefined, groups: undefined, onTokenExpired: () => 'new' });
+  await until(() => requests.length === 1, 'poll');
+  assert.equal(requests[0].url.searchParams.get('token'), 'old');
+  requests[0].json(401, 'token expired\n');
+  await until(() => requests.length === 2, 'poll with the new token');
+  assert.equal(requests[1].url.searchParams.get('token'), 'new');
+  assert.equal(seen.states.find(([s]) => s === 'reconnecting')[1].status, 401);
+  requests[1].json(200, { frames: [], last: '12-0' });
+  await until(() => conn.state === 'live', 'live');
+  assert.equal(conn.lastEventId, '12-0');
+  assert.deepEqual(seen.caughtUp, [{ last: '12-0' }]);
+  conn.close();
+});
+
+test('sse over fetch streaming (Node): chunks split anywhere, comments count as life', async () => {
+  const { fetch, requests } = fakeFetch();
+  const { conn, seen } = harness({ transports: ['sse'], fetch, deadAfter: 0 });
+  await until(() => requests.length === 1, 'sse request');
+  assert.equal(requests[0].init.headers.Accept, 'text/event-stream');
+  let ctl;
+  const body = new ReadableStream({ start: (c) => (ctl = c) });
+  requests[0].resolve(new Response(body, { status: 200, headers: { 'Content-Type': 'text/event-stream' } }));
+  const enc = new TextEncoder();
+  const text = 'retry: 1000\n\n: keep-alive\n\nid: 1-0\ndata: {"id":"1-0","type":"t","data":{"a":1}}\n\nid: 1-0\r\ndata: {"control":"caught_up","last":"1-0"}\r\n\r\n';
+  for (let i = 0; i < text.length; i += 7) ctl.enqueue(enc.encode(text.slice(i, i + 7)));
+  await until(() => conn.state === 'live', 'live');
+  assert.deepEqual(seen.events, [{ id: '1-0', type: 't', data: { a: 1 } }]);
+  ctl.close(); // the bridge ended the stream (drain): reconnect and resume
+  await until(() => requests.length === 2, 'reconnect');
+  assert.equal(requests[1].url.searchParams.get('last_event_id'), '1-0');
+  conn.close();
+});
+
+/** Installs a fake window/document for the page-lifecycle hooks; returns them and a restore. */
+function fakePage() {
+  const win = new EventTarget();
+  const doc = new EventTarget();
+  doc.visibilityState = 'visible';
+  const saved = { add: globalThis.addEventListener, remove: globalThis.removeEventListener, document: globalThis.document };
+  globalThis.addEventListener = win.addEventListener.bind(win);
+  globalThis.removeEventListener = win.removeEventListener.bind(win);
+  globalThis.document = doc;
+  return {
+    win,
+    doc,
+    restore() {
+      globalThis.addEventListener = saved.add;
+      globalThis.removeEventListener = saved.remove;
+      globalThis.document = saved.document;
+    },
+  };
+}
+
+test('online, visibilitychange → visible and pageshow (persisted) skip the backoff', async () => {
+  const page = fakePage();
+  try {
+    const { conn, sockets, seen } = harness({ minDelay: 600000, maxDelay: 600000 });
+    await until(() => sockets.length === 1, 'first socket');
+    sockets[0].open();
+    sockets[0].send(ev('20-0'));
+    sockets[0].drop(1006);
+    await until(() => conn.state === 'reconnecting', 'backing off');
+    assert.ok(seen.states.at(-1)[1].delay >= 300000);
+    page.win.dispatchEvent(new Event('online'));
+    await until(() => sockets.length === 2, 'reconnect on online');
+    assert.equal(sockets[1].url.searchParams.get('last_event_id'), '20-0');
+    assert.equal(seen.states.findLast(([s]) => s === 'connecting')[1].trigger, 'online');
+
+    sockets[1].drop(1006);
+    await until(() => conn.state === 'reconnecting', 'backing off again');
+    page.doc.visibilityState = 'hidden';
+    page.doc.dispatchEvent(new Event('visibilitychange'));
+    page.doc.visibilityState = 'visible';
+    page.doc.dispatchEvent(new Event('visibilitychange'));
+    await until(() => sockets.length === 3, 'reconnect on visible');
+    assert.equal(seen.states.findLast(([s]) => s === 'connecting')[1].trigger, 'visible');
+
+    // Visible again with a live connection that is hearing the bridge: kept.
+    sockets[2].open();
+    sockets[2].send({ control: 'caught_up', last: '20-0' });
+    page.doc.dispatchEvent(new Event('visibilitychange'));
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(sockets.length, 3);
+
+    const show = new Event('pageshow');
+    show.persisted = true;
+    page.win.dispatchEvent(show);
+    await until(() => sockets.length === 4, 'reconnect on pageshow');
+    assert.equal(seen.states.findLast(([s]) => s === 'connecting')[1].trigger, 'pageshow');
+    conn.close();
+    // Closed: the hooks are gone.
+    page.win.dispatchEvent(new Event('online'));
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(sockets.length, 4);
+  } finally {
+    page.restore();
+  }
+});
+
+test('sseParser joins data lines and ignores comments, ids and unknown fields', () => {
+  const got = [];
+  const p = sseParser({ frame: (d) => got.push(d) });
+  p('data: a\ndata:b\nid: 1-0\nevent: x\n: c\n\n\n');
+  p('data: c\r');
+  p('\n\r\n');
+  assert.deepEqual(got, ['a\nb', 'c']);
 });
