@@ -23,6 +23,8 @@ const usage = `notifybridge delivers events from a Redis Stream to WebSocket cli
 Usage:
   notifybridge [serve] [settings]     run the bridge (default)
   notifybridge publish --to user:42 --type alarm --data '{"k":1}' [settings]
+  notifybridge disconnect --to user:42 [--reason "logged out"] [settings]
+                                      close those connections on every node (4001) and refuse their older tokens
   notifybridge bench [scenario flags] load generator and report
   notifybridge config [settings]      print the effective configuration, secrets redacted
   notifybridge dead list [--count N]  dead letters, newest first, with their reasons
@@ -46,11 +48,33 @@ func printConfig(args []string, stdout, stderr io.Writer) error {
 
 func publish(args []string, stdout, stderr io.Writer) error {
 	var to, typ, data string
-	var timeout time.Duration
-	cfg, _, err := config.LoadClient("notifybridge publish", args, stderr, func(fs *flag.FlagSet) {
+	return withPublisher("notifybridge publish", args, stdout, stderr, func(fs *flag.FlagSet) {
 		fs.StringVar(&to, "to", "", "recipients: user:<id>, group:<name> or *, comma-separated")
 		fs.StringVar(&typ, "type", "", "event type (default notification)")
 		fs.StringVar(&data, "data", "", "event data, a JSON value")
+	}, func(ctx context.Context, pub *publisher.Publisher) (string, error) {
+		return pub.Publish(ctx, to, typ, data)
+	})
+}
+
+// disconnect revokes connections through the stream (publisher.Disconnect).
+func disconnect(args []string, stdout, stderr io.Writer) error {
+	var to, reason string
+	return withPublisher("notifybridge disconnect", args, stdout, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&to, "to", "", "whose connections: user:<id>, group:<name> or *, comma-separated")
+		fs.StringVar(&reason, "reason", "", "one line sent in the close frame (revoked: <reason>)")
+	}, func(ctx context.Context, pub *publisher.Publisher) (string, error) {
+		return pub.Disconnect(ctx, to, reason)
+	})
+}
+
+// withPublisher loads the client settings with the command's flags, opens
+// the bridge's Redis and prints the entry id do returns.
+func withPublisher(name string, args []string, stdout, stderr io.Writer, flags func(*flag.FlagSet),
+	do func(context.Context, *publisher.Publisher) (string, error)) error {
+	var timeout time.Duration
+	cfg, _, err := config.LoadClient(name, args, stderr, func(fs *flag.FlagSet) {
+		flags(fs)
 		fs.DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for Redis")
 	})
 	if err != nil {
@@ -67,8 +91,7 @@ func publish(args []string, stdout, stderr io.Writer) error {
 	defer rc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	pub := publisher.New(rc.Client, cfg.Stream, cfg.Limits())
-	id, err := pub.Publish(ctx, to, typ, data)
+	id, err := do(ctx, publisher.New(rc.Client, cfg.Stream, cfg.Limits()))
 	if err != nil {
 		return err
 	}

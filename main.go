@@ -40,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(args, stderr)
 	case "publish":
 		err = publish(args, stdout, stderr)
+	case "disconnect":
+		err = disconnect(args, stdout, stderr)
 	case "bench":
 		err = benchpkg.Command(args, stdout, stderr)
 	case "bench-client": // hidden: one process's share of a bench run's clients

@@ -342,6 +342,13 @@ func (c *Cursor) deliver(b *batch, ev *Event) {
 		c.appendCaughtUp(b)
 	}
 	c.pos = ev.ID
+	if c.mode == modeDone {
+		return // revoked earlier in this pull: nothing after the entry is sent
+	}
+	if ev.Control != nil {
+		c.control(ev)
+		return
+	}
 	if c.wants(ev.Type) {
 		b.add(ev.Frame)
 		c.lastReported = ev.ID

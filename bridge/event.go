@@ -13,6 +13,9 @@ type Event struct {
 	// payload {"id":…,"type":…,"data":…}), built once. Writers send it as is
 	// and never modify it.
 	Frame []byte
+	// Control is set for a control entry (control.go): it has no Frame and
+	// is never sent.
+	Control *Control
 	// payloadAt is where the JSON payload starts inside Frame.
 	payloadAt int
 	// dataAt is where the data bytes start inside Frame.

@@ -15,6 +15,10 @@ const (
 	FieldTo   = "to"
 	FieldType = "type"
 	FieldData = "data"
+	// FieldControl marks a control entry (bridge/control.go); FieldReason is
+	// its optional one-line reason.
+	FieldControl = "control"
+	FieldReason  = "reason"
 
 	// Fields written by watermill-redisstream's DefaultMarshallerUnmarshaller.
 	FieldWatermillUUID     = "_watermill_message_uuid"
@@ -38,12 +42,25 @@ func DecodeEntry(id bridge.ID, fields map[string]string, lim bridge.Limits) (*br
 	if !ok {
 		return nil, &bridge.BadEntryError{Reason: "to: field is missing"}
 	}
+	if kind, ok := fields[FieldControl]; ok {
+		return decodeControl(id, kind, to, fields, lim)
+	}
 	data, ok := fields[FieldData]
 	if !ok {
 		return nil, &bridge.BadEntryError{Reason: "data: field is missing"}
 	}
 	typ, hasType := fields[FieldType]
 	return newEvent(id, typ, hasType, to, data, lim)
+}
+
+// decodeControl reads a control entry. It carries no data: a control entry
+// with a data field is taken for a producer's mistake (an event meant with a
+// stray field), not silently turned into a disconnect.
+func decodeControl(id bridge.ID, kind, to string, fields map[string]string, lim bridge.Limits) (*bridge.Event, error) {
+	if _, ok := fields[FieldData]; ok {
+		return nil, &bridge.BadEntryError{Reason: "control: entry has a data field; a control entry carries to, control and reason only"}
+	}
+	return bridge.NewControl(id, kind, to, fields[FieldReason], lim)
 }
 
 func decodeWatermill(id bridge.ID, fields map[string]string, lim bridge.Limits) (*bridge.Event, error) {

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import threading
+import time
 from typing import Any, Optional
 
 import redis
@@ -106,6 +107,51 @@ def publish(to: str, type: Optional[str], data: Any, *, client: Optional[redis.R
     c = client or get_client()
     entry_id = c.xadd(stream or os.environ.get("NOTIFYBRIDGE_STREAM", DEFAULT_STREAM), fields)
     return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+def _stream(stream: Optional[str]) -> str:
+    return stream or os.environ.get("NOTIFYBRIDGE_STREAM", DEFAULT_STREAM)
+
+
+def disconnect(to: str, reason: str = "", *, client: Optional[redis.Redis] = None,
+               stream: Optional[str] = None) -> str:
+    """Close the connections of `to` on every bridge node (code 4001, "revoked: <reason>").
+
+    Like ``notifybridge disconnect``: the revocation is recorded first in
+    ``<stream>:revoked`` (each item of `to` -> now in unix seconds), so tokens
+    issued before it are refused at the next handshake; then a control entry
+    is appended, which every node applies after the events before it.
+    Returns the entry id.
+    """
+    check_recipients(to)
+    if len(reason.encode("utf-8")) > 200 or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in reason):
+        raise ValueError("reason: one line of at most 200 bytes")
+    c = client or get_client()
+    name = _stream(stream)
+    now = str(int(time.time()))
+    c.hset(name + ":revoked", mapping={item: now for item in to.split(",")})
+    fields = {"to": to, "control": "disconnect"}
+    if reason:
+        fields["reason"] = reason
+    entry_id = c.xadd(name, fields)
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+def current_cursor(*, client: Optional[redis.Redis] = None, stream: Optional[str] = None) -> str:
+    """The stream's last generated id ("0-0" when it was never written).
+
+    Read it while rendering a page and hand it to the SDK (``lastEventId``):
+    anything appended after the render is then delivered on connect.
+    """
+    c = client or get_client()
+    try:
+        info = c.xinfo_stream(_stream(stream))
+    except redis.ResponseError as e:
+        if "no such key" in str(e).lower():
+            return "0-0"
+        raise
+    last = info["last-generated-id"]
+    return last.decode() if isinstance(last, bytes) else last
 
 
 def notification_handler(json_data: Any, to: str = "*", type: str = "notification", **kwargs: Any) -> str:

@@ -60,6 +60,26 @@ class NotifyTest(Base):
         self.assertEqual(got[1]["data"], {"fiber": "F-7"})
         self.assertEqual(bob.events(1), [{"id": for_bob, "type": "notification", "data": {"n": 1}}])
 
+    def test_disconnect_closes_with_4001_after_earlier_events(self):
+        carol = self.connect("user=carol")
+        first = notify.publish("user:carol", None, {"n": 1}, client=self.client)
+        notify.disconnect("user:carol", "logged out", client=self.client)
+        self.assertEqual([e["id"] for e in carol.events(1)], [first])
+        with self.assertRaisesRegex(ConnectionError, "4001"):
+            carol.events(1)
+        self.assertTrue(self.client.hexists("notifications:revoked", "user:carol"))
+        with self.assertRaises(ValueError):
+            notify.disconnect("user:carol", "two\nlines", client=self.client)
+
+    def test_current_cursor_closes_the_render_race(self):
+        cursor = notify.current_cursor(client=self.client)
+        self.assertTrue(bridgetest.is_id(cursor))
+        missed = notify.publish("user:dave", None, {"alarm": 1}, client=self.client)
+        dave = bridgetest.WebSocket(bridge.port, "user=dave&last_event_id=" + cursor)
+        self.addCleanup(dave.close)
+        self.assertEqual([e["id"] for e in dave.events(1)], [missed])
+        self.assertEqual(notify.current_cursor(client=self.client, stream="never-written"), "0-0")
+
     def test_default_is_the_old_broadcast(self):
         carol = self.connect("user=carol")
         entry = notify.notification_handler({"message": "hello"}, client=self.client)

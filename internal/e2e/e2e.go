@@ -239,6 +239,7 @@ type Client struct {
 	frames []Frame
 	closed error // set when the reader stops
 	code   ws.StatusCode
+	reason string // of the close frame received
 	done   chan struct{}
 	wmu    sync.Mutex // serializes the reader's pongs
 }
@@ -296,9 +297,9 @@ func (c *Client) read(r io.Reader) {
 				_ = wsutil.WriteClientMessage(c.conn, ws.OpPong, m.Payload)
 				c.wmu.Unlock()
 			case ws.OpClose:
-				code, _ := ws.ParseCloseFrameData(m.Payload)
+				code, reason := ws.ParseCloseFrameData(m.Payload)
 				c.mu.Lock()
-				c.code = code
+				c.code, c.reason = code, reason
 				c.mu.Unlock()
 			}
 		}
@@ -320,6 +321,13 @@ func (c *Client) Conn() net.Conn { return c.conn }
 
 // Done is closed once the connection has ended.
 func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Reason is the close frame's reason ("" while open or without one).
+func (c *Client) Reason() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason
+}
 
 // Code is the close code received (0 while open or without a close frame).
 func (c *Client) Code() ws.StatusCode {

@@ -93,6 +93,7 @@ func New(cfg *config.Config, log *zap.Logger, version string) (_ *Node, err erro
 	if err != nil {
 		return nil, err
 	}
+	auth = wspool.RevocableAuthenticator{Inner: auth, Check: revocationCheck(n.redis.Client, cfg.Stream, log.Named("auth"))}
 	n.pool, err = wspool.New(wspool.Config{
 		Listen:              cfg.Listen,
 		AllowedOrigins:      cfg.Origins(),
@@ -105,6 +106,7 @@ func New(cfg *config.Config, log *zap.Logger, version string) (_ *Node, err erro
 		HandshakeTimeout:    cfg.HandshakeTimeout.Duration,
 		PingInterval:        cfg.PingInterval.Duration,
 		WriteTimeout:        cfg.WriteTimeout.Duration,
+		PollTimeout:         cfg.PollTimeout.Duration,
 		Workers:             cfg.Workers.N,
 		Ready:               n.ready.Check,
 		Accept:              handlers.Accept(n.hub),

@@ -18,6 +18,9 @@ type Identity struct {
 	Groups []string
 	// Expires is the token's exp; zero means the connection never expires.
 	Expires time.Time
+	// IssuedAt is the token's iat; zero when it has none (or auth=none). A
+	// revocation check compares it with the revocation's time.
+	IssuedAt time.Time
 }
 
 // Request is what the pool hands the core's AcceptFunc during a handshake,

@@ -214,6 +214,29 @@ func (a *JWTAuthenticator) Parse(tok string) (Identity, error) {
 		// The connection lives as long as the handshake check would pass.
 		id.Expires = cl.ExpiresAt.Add(a.leeway)
 	}
+	if cl.IssuedAt != nil {
+		id.IssuedAt = cl.IssuedAt.Time
+	}
+	return id, nil
+}
+
+// RevocableAuthenticator refuses identities its Check refuses, after Inner
+// established them: a token of a revoked user, issued before the revocation.
+// The refusal is Check's error, 401 like any other.
+type RevocableAuthenticator struct {
+	Inner Authenticator
+	Check func(Identity) error
+}
+
+// Authenticate implements Authenticator.
+func (a RevocableAuthenticator) Authenticate(r *AuthRequest) (Identity, error) {
+	id, err := a.Inner.Authenticate(r)
+	if err != nil {
+		return id, err
+	}
+	if err := a.Check(id); err != nil {
+		return Identity{}, err
+	}
 	return id, nil
 }
 
