@@ -39,6 +39,7 @@ type Config struct {
 
 	Auth             string
 	JWTSecret        string
+	PublishKey       string
 	JWTPublicKeyFile string
 	JWTAudience      string
 	JWTIssuer        string
@@ -56,6 +57,7 @@ type Config struct {
 	DeadMaxlen          Int
 	ReplayWindow        Size
 	WriteTimeout        Duration
+	PollTimeout         Duration
 	PingInterval        Duration
 	HandshakeTimeout    Duration
 	CursorInterval      Duration
@@ -109,6 +111,7 @@ func (c *Config) setDefaults() {
 		DeadMaxlen:        NewInt(100000),
 		ReplayWindow:      NewSize(64 << 20),
 		WriteTimeout:      NewDuration(10 * time.Second),
+		PollTimeout:       NewDuration(25 * time.Second),
 		PingInterval:      NewDuration(25 * time.Second),
 		HandshakeTimeout:  NewDuration(5 * time.Second),
 		CursorInterval:    NewDuration(30 * time.Second),
@@ -145,6 +148,7 @@ func (c *Config) settings() []setting {
 		{"node_id", (*stringValue)(&c.NodeID), "this node's id; its consumer group is " + GroupPrefix + "<node_id> (default: host name)", false},
 		{"auth", (*authValue)(c), "jwt or none (default: jwt when a key or secret is set, none with the embedded Redis)", false},
 		{"jwt_secret", (*stringValue)(&c.JWTSecret), "HS256 secret", true},
+		{"publish_key", (*stringValue)(&c.PublishKey), "bearer key of POST /v1/publish on listen (off when empty)", true},
 		{"jwt_public_key_file", (*stringValue)(&c.JWTPublicKeyFile), "PEM file with RS256/ES256 public keys (a token's kid picks one)", false},
 		{"jwt_audience", (*stringValue)(&c.JWTAudience), "required aud claim, when set", false},
 		{"jwt_issuer", (*stringValue)(&c.JWTIssuer), "required iss claim, when set", false},
@@ -162,6 +166,7 @@ func (c *Config) settings() []setting {
 		{"replay_window", &c.ReplayWindow, "memory kept of the newest events, already encoded", false},
 		{"write_timeout", &c.WriteTimeout, "close a connection whose writes make no progress this long", false},
 		{"ping_interval", &c.PingInterval, "server ping interval; a peer silent for two intervals is closed", false},
+		{"poll_timeout", &c.PollTimeout, "longest a GET /poll waits for an event before it is answered without", false},
 		{"handshake_timeout", &c.HandshakeTimeout, "time allowed for the whole HTTP upgrade", false},
 		{"cursor_interval", &c.CursorInterval, "silence after which a connection gets a cursor frame", false},
 		{"shutdown_timeout", &c.ShutdownTimeout, "time allowed for a graceful stop", false},
@@ -299,6 +304,7 @@ func (c *Config) Validate() error {
 		{"replay_window", c.ReplayWindow.Bytes}, {"ingest_batch", int64(c.IngestBatch.N)},
 		{"handler_retries", int64(c.HandlerRetries.N)},
 		{"write_timeout", int64(c.WriteTimeout.Duration)}, {"ping_interval", int64(c.PingInterval.Duration)},
+		{"poll_timeout", int64(c.PollTimeout.Duration)},
 		{"handshake_timeout", int64(c.HandshakeTimeout.Duration)}, {"cursor_interval", int64(c.CursorInterval.Duration)},
 		{"shutdown_timeout", int64(c.ShutdownTimeout.Duration)}, {"ingest_block", int64(c.IngestBlock.Duration)},
 		{"ack_interval", int64(c.AckInterval.Duration)}, {"retention_interval", int64(c.RetentionInterval.Duration)},

@@ -73,6 +73,7 @@ func TestDefaultsMatchContract(t *testing.T) {
 		{"replay_window", c.ReplayWindow.Bytes, int64(64 << 20)},
 		{"write_timeout", c.WriteTimeout.Duration, 10 * time.Second},
 		{"ping_interval", c.PingInterval.Duration, 25 * time.Second},
+		{"poll_timeout", c.PollTimeout.Duration, 25 * time.Second},
 		{"handshake_timeout", c.HandshakeTimeout.Duration, 5 * time.Second},
 		{"max_connections", c.MaxConnections.N, 100000},
 		{"max_message_bytes", c.MaxMessageBytes.Bytes, int64(4096)},

@@ -16,6 +16,7 @@ type closeReason struct {
 	text  string
 	cause string
 	frame []byte // compiled close frame; nil for one made at run time
+	sse   []byte // compiled SSE close event; nil for one made at run time
 	// drain: write what the source has ready before the close frame. It
 	// rides on the reason because a job may see the request before the
 	// stDrain bit that Drain sets with it.
@@ -23,7 +24,7 @@ type closeReason struct {
 }
 
 func newCloseReason(code ws.StatusCode, text, cause string) *closeReason {
-	return &closeReason{code: code, text: text, cause: cause, frame: closeFrame(code, text)}
+	return &closeReason{code: code, text: text, cause: cause, frame: closeFrame(code, text), sse: sseCloseEvent(int(code), text)}
 }
 
 // closeFrame is the close frame of r, shared when it was compiled once.
@@ -40,8 +41,9 @@ const closeAbnormal = ws.StatusAbnormalClosure
 
 // The pool's close reasons (contract §2).
 var (
-	closeNormal       = newCloseReason(CloseNormal, "", "")
-	closeGoingAway    = &closeReason{code: CloseGoingAway, text: "node shutting down", frame: closeFrame(CloseGoingAway, "node shutting down"), drain: true}
+	closeNormal    = newCloseReason(CloseNormal, "", "")
+	closeGoingAway = &closeReason{code: CloseGoingAway, text: "node shutting down", frame: closeFrame(CloseGoingAway, "node shutting down"),
+		sse: sseCloseEvent(CloseGoingAway, "node shutting down"), drain: true}
 	closeTokenExpired = newCloseReason(ClosePolicy, "token expired", "")
 	closeWriteTimeout = newCloseReason(CloseTryAgainLater, "write timeout", "write_timeout")
 )

@@ -25,6 +25,7 @@ const (
 	DefaultHandshakeTimeout = 5 * time.Second  // handshake_timeout
 	DefaultPingInterval     = 25 * time.Second // ping_interval
 	DefaultWriteTimeout     = 10 * time.Second // write_timeout
+	DefaultPollTimeout      = 25 * time.Second // poll_timeout
 	DefaultMaxHandshakes    = 4096             // no setting
 	DefaultMaxHeaderBytes   = 8192             // no setting
 	DefaultCloseGrace       = 2 * time.Second  // no setting
@@ -79,6 +80,9 @@ type Config struct {
 	// WriteTimeout closes a connection whose pending bytes made no progress
 	// that long (default 10s).
 	WriteTimeout time.Duration
+	// PollTimeout is how long a GET /poll waits for an event before it is
+	// answered without (default 25s).
+	PollTimeout time.Duration
 	// CloseGrace is how long a connection that sent its close frame waits for
 	// the peer's close before the socket is closed anyway (default 2s).
 	CloseGrace time.Duration
@@ -117,6 +121,7 @@ func (c *Config) setDefaults() {
 	c.HandshakeTimeout = cmp.Or(c.HandshakeTimeout, DefaultHandshakeTimeout)
 	c.PingInterval = cmp.Or(c.PingInterval, DefaultPingInterval)
 	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+	c.PollTimeout = cmp.Or(c.PollTimeout, DefaultPollTimeout)
 	c.CloseGrace = cmp.Or(c.CloseGrace, DefaultCloseGrace)
 	c.Workers = cmp.Or(c.Workers, DefaultWorkers())
 	c.MaxWriteBatch = cmp.Or(c.MaxWriteBatch, DefaultMaxWriteBatch)
@@ -144,6 +149,7 @@ func (c *Config) Validate() error {
 		{"handshake_timeout", int64(c.HandshakeTimeout)},
 		{"ping_interval", int64(c.PingInterval)},
 		{"write_timeout", int64(c.WriteTimeout)},
+		{"poll_timeout", int64(c.PollTimeout)},
 		{"close_grace", int64(c.CloseGrace)},
 		{"workers", int64(c.Workers)},
 		{"max_write_batch", int64(c.MaxWriteBatch)},

@@ -25,6 +25,7 @@ func TestDefaultsAreTheSettings(t *testing.T) {
 		{"handshake_timeout", c.HandshakeTimeout, doc.HandshakeTimeout.Duration},
 		{"ping_interval", c.PingInterval, doc.PingInterval.Duration},
 		{"write_timeout", c.WriteTimeout, doc.WriteTimeout.Duration},
+		{"poll_timeout", c.PollTimeout, doc.PollTimeout.Duration},
 		{"workers (0: auto)", doc.Workers.N, 0},
 	} {
 		if p.got != p.want {

@@ -62,16 +62,20 @@ type Conn struct {
 	closeQueued bool    // our close frame is in ctrl or pending
 	closing     bool    // our close frame is out; waiting for the peer
 	peerClosed  bool    // the peer sent a close frame
+	// Set before registration; in the padding above, so Conn stays 128.
+	kind      connKind // WebSocket, SSE or poll
+	heartbeat bool     // WebSocket heartbeat=1: a {"control":"ping"} with each ping
 }
 
 // connIO is what a connection holds only while a write or a read is half
 // done: an idle connection does not carry it. Owned by the running job.
 type connIO struct {
-	pending [][]byte // unwritten rest of the last writev
-	ctrl    []byte   // pongs to send before pulling
-	partial []byte   // an incomplete client frame
-	msgLen  int      // bytes of the fragmented message so far
-	inMsg   bool     // inside a fragmented text message
+	pending [][]byte   // unwritten rest of the last writev
+	ctrl    []byte     // pongs to send before pulling
+	partial []byte     // an incomplete client frame
+	msgLen  int        // bytes of the fragmented message so far
+	inMsg   bool       // inside a fragmented text message
+	poll    *pollState // a poll until it is answered
 }
 
 // ioState returns the connection's connIO, making it when absent.
@@ -84,7 +88,7 @@ func (c *Conn) ioState() *connIO {
 
 // releaseIO drops the connIO once nothing in it is half done.
 func (c *Conn) releaseIO() {
-	if x := c.io; x != nil && x.pending == nil && x.ctrl == nil && x.partial == nil && !x.inMsg {
+	if x := c.io; x != nil && x.pending == nil && x.ctrl == nil && x.partial == nil && !x.inMsg && x.poll == nil {
 		c.io = nil
 	}
 }
@@ -130,7 +134,7 @@ func (c *Conn) process(w *worker, bits uint32) bool {
 		return false
 	}
 	if c.closing {
-		if bits&stRead != 0 && !c.readFrames(w, now) {
+		if bits&stRead != 0 && !c.read(w, now) {
 			c.teardown(c.sentCode, false)
 			return false
 		}
@@ -140,11 +144,13 @@ func (c *Conn) process(w *worker, bits uint32) bool {
 		}
 		return true
 	}
-	if bits&stRead != 0 && !c.readFrames(w, now) {
+	if bits&stRead != 0 && !c.read(w, now) {
 		c.teardown(closeAbnormal, false)
 		return false
 	}
-	if bits&stSilent != 0 && now-c.lastRead.Load() >= 2*int64(cfg.PingInterval) {
+	// SSE and poll clients send nothing once their request is in: silence
+	// says nothing of them (a dead one is found by its writes).
+	if bits&stSilent != 0 && c.kind == kindWS && now-c.lastRead.Load() >= 2*int64(cfg.PingInterval) {
 		// A silent peer would not read a close frame either.
 		c.teardown(closeAbnormal, true)
 		return false
@@ -165,6 +171,14 @@ func (c *Conn) process(w *worker, bits uint32) bool {
 		}
 	}
 	return c.flush(w, writable, now)
+}
+
+// read reads the socket by the connection's transport.
+func (c *Conn) read(w *worker, now int64) bool {
+	if c.kind == kindWS {
+		return c.readFrames(w, now)
+	}
+	return c.readDiscard(w, now)
 }
 
 // enterClosing runs once our close frame is fully written: half-close, and

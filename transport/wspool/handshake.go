@@ -68,7 +68,7 @@ func (s *Server) handshake(nc net.Conn) {
 	}
 	buf := (*bp)[:small]
 
-	n, isWS, hdrEnd, err := readRequestHead(nc, buf, 0)
+	n, pooled, hdrEnd, err := readRequestHead(nc, buf, 0)
 	if errors.Is(err, errHeaderTooLarge) && len(buf) < s.cfg.MaxHeaderBytes {
 		bigp := hdrBufsBig.Get().(*[]byte)
 		defer hdrBufsBig.Put(bigp)
@@ -78,7 +78,7 @@ func (s *Server) handshake(nc net.Conn) {
 		big := (*bigp)[:s.cfg.MaxHeaderBytes]
 		copy(big, buf[:n])
 		buf = big
-		n, isWS, hdrEnd, err = readRequestHead(nc, buf, n)
+		n, pooled, hdrEnd, err = readRequestHead(nc, buf, n)
 	}
 	switch {
 	case errors.Is(err, errHeaderTooLarge):
@@ -91,7 +91,7 @@ func (s *Server) handshake(nc net.Conn) {
 			s.cfg.Hooks.HandshakeRefused(408, RefusedTimeout)
 		}
 		return
-	case !isWS:
+	case !pooled:
 		_ = nc.SetDeadline(time.Time{})
 		rc := &replayConn{Conn: nc, buf: bytes.Clone(buf[:n])}
 		if s.httpLn.deliver(rc) {
@@ -99,21 +99,29 @@ func (s *Server) handshake(nc net.Conn) {
 		}
 		return
 	}
+	line, _, _ := bytes.Cut(buf[:n], []byte("\n"))
+	if kind := requestKind(line); kind != kindWS {
+		// What a stream client sends after its head is read and dropped
+		// by the pool.
+		keep = s.serveStream(nc, kind, buf[:hdrEnd])
+		return
+	}
 	keep = s.upgrade(nc, buf[:hdrEnd], buf[hdrEnd:n])
 }
 
 var errHeaderTooLarge = errors.New("request header too large")
 
-// readRequestHead reads until the request line tells whether this is
-// GET /ws and, if it is, until the end of the header. buf[:n] holds what was
-// read before. It returns the bytes read, and for /ws the end of the header.
+// readRequestHead reads until the request line tells whether this is one
+// the pool serves (GET /ws, /events or /poll) and, if it is, until the end of
+// the header. buf[:n] holds what was read before. It returns the bytes read,
+// and for the pool's requests the end of the header.
 func readRequestHead(nc io.Reader, buf []byte, n int) (_ int, isWS bool, hdrEnd int, err error) {
 	lineDone := false
 	for {
 		if !lineDone {
 			if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
 				lineDone = true
-				if isWS = isWSRequestLine(buf[:i]); !isWS {
+				if isWS = requestKind(buf[:i]) != kindOther; !isWS {
 					return n, false, 0, nil
 				}
 			}
@@ -132,12 +140,6 @@ func readRequestHead(nc io.Reader, buf []byte, n int) (_ int, isWS bool, hdrEnd 
 			return n, isWS, 0, rerr
 		}
 	}
-}
-
-// isWSRequestLine matches "GET /ws HTTP/1.1" and "GET /ws?… HTTP/1.1".
-func isWSRequestLine(line []byte) bool {
-	rest, ok := bytes.CutPrefix(line, []byte("GET /ws"))
-	return ok && len(rest) > 0 && (rest[0] == ' ' || rest[0] == '?')
 }
 
 // refusePlain answers a request gobwas never saw.
@@ -162,6 +164,7 @@ func statusText(code int) string {
 // hsState is what the gobwas hooks collect of one request.
 type hsState struct {
 	uri, host, origin, authz, cookie, lastEventID string
+	kind                                          connKind
 }
 
 func (h *hsState) onHeader(key, value []byte) error {
@@ -284,7 +287,20 @@ func (s *Server) decide(st *hsState, nc net.Conn, ip ipKey) (*Conn, bool, *refus
 	if qerr != nil {
 		return nil, true, &refusal{400, RefusedBadRequest, "bad query: " + qerr.Error()}
 	}
-	c := &Conn{s: s, ip: ip, tIdx: -1}
+	c := &Conn{s: s, ip: ip, tIdx: -1, kind: st.kind}
+	switch st.kind {
+	case kindWS:
+		c.heartbeat = query.Get("heartbeat") == "1"
+	case kindPoll:
+		// The id a poll answered without frames names: the one it resumed
+		// from (the core checks it; the header counts only without the
+		// parameter, as for the core).
+		from := st.lastEventID
+		if vs := query["last_event_id"]; len(vs) > 0 && vs[len(vs)-1] != "" {
+			from = vs[len(vs)-1]
+		}
+		c.ioState().poll = &pollState{from: from}
+	}
 	// The handshake holds the job until registration: a Wake from the core
 	// before then only sets a bit, served right after.
 	c.state.Store(stSched)
@@ -349,6 +365,9 @@ func (s *Server) register(c *Conn, nc net.Conn, extra []byte) bool {
 	now := time.Now().UnixNano()
 	c.lastRead.Store(now)
 	c.nextPing = now + int64(s.cfg.PingInterval)
+	if c.kind == kindPoll {
+		c.nextPing = s.pollDeadline(now)
+	}
 	if err := s.poller.add(c); err != nil {
 		s.log.Warn("register", zap.Error(err))
 		sysClose(fd, false)

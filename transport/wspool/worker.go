@@ -50,6 +50,7 @@ type worker struct {
 	bufs [][]byte
 	iov  iovecs // writev's vector (sys_*.go)
 	rbuf []byte
+	sse  [][]byte // the frames of one Pull while they are rendered as SSE
 }
 
 func newWorker() *worker {

@@ -40,8 +40,9 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 		}
 		cr := c.closeReq.Load()
 		draining := c.draining || cr != nil && cr.drain
+		pollDue := c.pingDue && c.kind == kindPoll // a poll's one "ping" is its timeout
 		if c.pingDue && cr == nil {
-			bufs = append(bufs, pingFrame)
+			bufs = c.appendPing(bufs)
 		}
 		c.pingDue = false
 		if x := c.io; x != nil && x.ctrl != nil {
@@ -50,8 +51,8 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 		}
 		c.releaseIO()
 		pulled, exhausted := false, false
+		n0 := len(bufs)
 		if !hadPending && !c.closeQueued && (cr == nil || draining) && c.src != nil {
-			n0 := len(bufs)
 			bufs = c.src.Pull(bufs, cfg.MaxWriteBatch)
 			pulled = len(bufs) > n0
 			size := 0
@@ -59,13 +60,33 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 				size += len(b)
 			}
 			exhausted = size < cfg.MaxWriteBatch
+			if pulled && c.kind == kindSSE {
+				bufs = w.toSSE(bufs, n0)
+			}
+		}
+		if c.kind == kindPoll && !c.closeQueued {
+			var answered bool
+			if bufs, answered = c.gatherPoll(bufs, n0, cr != nil || pollDue); !answered {
+				if pulled && !exhausted {
+					continue
+				}
+				w.bufs = bufs
+				return true
+			}
+			// The answer is the whole response: the connection ends after it.
+			c.closeQueued = true
+			c.sentCode = CloseNormal
+			if cr != nil {
+				c.sentCode = cr.code
+			}
+			pulled = false
 		}
 		// The close frame goes right after what is being written, except in
 		// a drain: there it waits until a pull finds the source empty, so
 		// nothing the source still holds is dropped behind it.
 		drainLeft := draining && hadPending && c.src != nil
 		if cr != nil && !c.closeQueued && !pulled && !drainLeft {
-			bufs = append(bufs, cr.closeFrame())
+			bufs = append(bufs, c.closeBytes(cr))
 			c.closeQueued = true
 			c.sentCode = cr.code
 		}
