@@ -112,7 +112,7 @@ func New(cfg *config.Config, log *zap.Logger, version string) (_ *Node, err erro
 		Accept:              handlers.Accept(n.hub),
 		Hooks:               n.tel,
 		Logger:              log.Named("ws"),
-		HTTPHandler:         pages(cfg, n.redis),
+		HTTPHandler:         pages(cfg, n.redis, log),
 	})
 	if err != nil {
 		return nil, err
@@ -257,9 +257,12 @@ func authenticator(cfg *config.Config) (wspool.Authenticator, error) {
 }
 
 // pages serves the plain HTTP paths that share the listen port with /ws:
-// the demo, when the demo setting is on.
-func pages(cfg *config.Config, rc *Redis) http.Handler {
+// POST /v1/publish when publish_key is set, and the demo when demo is on.
+func pages(cfg *config.Config, rc *Redis, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
+	if cfg.PublishKey != "" {
+		mux.Handle("POST /v1/publish", publishHandler(cfg.PublishKey, publisher.New(rc.Client, cfg.Stream, cfg.Limits()), cfg.Limits(), log.Named("publish")))
+	}
 	if cfg.Demo.B {
 		h := demo.Handler(publisher.New(rc.Client, cfg.Stream, cfg.Limits()).Publish)
 		mux.Handle("/demo", h)
