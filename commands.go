@@ -25,6 +25,8 @@ Usage:
   notifybridge publish --to user:42 --type alarm --data '{"k":1}' [settings]
   notifybridge disconnect --to user:42 [--reason "logged out"] [settings]
                                       close those connections on every node (4001) and refuse their older tokens
+  notifybridge presence --user 42 | --group ops [settings]
+                                      connections on all nodes together (at most 5 s stale)
   notifybridge bench [scenario flags] load generator and report
   notifybridge config [settings]      print the effective configuration, secrets redacted
   notifybridge dead list [--count N]  dead letters, newest first, with their reasons
@@ -68,10 +70,19 @@ func disconnect(args []string, stdout, stderr io.Writer) error {
 	})
 }
 
-// withPublisher loads the client settings with the command's flags, opens
-// the bridge's Redis and prints the entry id do returns.
+// withPublisher runs do with a publisher on the bridge's stream and prints
+// the entry id it returns.
 func withPublisher(name string, args []string, stdout, stderr io.Writer, flags func(*flag.FlagSet),
 	do func(context.Context, *publisher.Publisher) (string, error)) error {
+	return withRedis(name, args, stdout, stderr, flags, func(ctx context.Context, cfg *config.Config, rc *node.Redis) (string, error) {
+		return do(ctx, publisher.New(rc.Client, cfg.Stream, cfg.Limits()))
+	})
+}
+
+// withRedis loads the client settings with the command's flags, opens the
+// bridge's Redis, runs do and prints the line it returns.
+func withRedis(name string, args []string, stdout, stderr io.Writer, flags func(*flag.FlagSet),
+	do func(context.Context, *config.Config, *node.Redis) (string, error)) error {
 	var timeout time.Duration
 	cfg, _, err := config.LoadClient(name, args, stderr, func(fs *flag.FlagSet) {
 		flags(fs)
@@ -91,12 +102,31 @@ func withPublisher(name string, args []string, stdout, stderr io.Writer, flags f
 	defer rc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	id, err := do(ctx, publisher.New(rc.Client, cfg.Stream, cfg.Limits()))
+	line, err := do(ctx, cfg, rc)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, id)
+	fmt.Fprintln(stdout, line)
 	return nil
+}
+
+// presence prints the connections of one user or group on all live nodes.
+func presence(args []string, stdout, stderr io.Writer) error {
+	var user, group string
+	return withRedis("notifybridge presence", args, stdout, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&user, "user", "", "user id")
+		fs.StringVar(&group, "group", "", "group name")
+	}, func(ctx context.Context, cfg *config.Config, rc *node.Redis) (string, error) {
+		item, err := node.PresenceItem(user, group)
+		if err != nil {
+			return "", err
+		}
+		conns, nodes, err := node.PresenceCount(ctx, rc.Client, cfg.Stream, item)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("%s %d connections on %d nodes", item, conns, nodes), nil
+	})
 }
 
 // healthcheck probes /healthz on admin_listen, for images without curl.

@@ -40,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(args, stderr)
 	case "publish":
 		err = publish(args, stdout, stderr)
+	case "presence":
+		err = presence(args, stdout, stderr)
 	case "disconnect":
 		err = disconnect(args, stdout, stderr)
 	case "bench":

@@ -154,6 +154,30 @@ def current_cursor(*, client: Optional[redis.Redis] = None, stream: Optional[str
     return last.decode() if isinstance(last, bytes) else last
 
 
+def presence(*, user: Optional[str] = None, group: Optional[str] = None,
+             client: Optional[redis.Redis] = None, stream: Optional[str] = None) -> int:
+    """Connections of one user or group on all live bridge nodes (at most ~5 s stale).
+
+    Sums ``<stream>:presence:<node>`` over the nodes whose entry in
+    ``<stream>:presence:nodes`` has not expired, as the bridge's
+    ``GET /v1/presence`` does.
+    """
+    if (user is None) == (group is None):
+        raise ValueError("give exactly one of user= and group=")
+    item = f"user:{user}" if user is not None else f"group:{group}"
+    check_recipients(item)
+    c = client or get_client()
+    name = _stream(stream)
+    now_ms = int(time.time() * 1000)
+    total = 0
+    for node in c.zrangebyscore(name + ":presence:nodes", now_ms, "+inf"):
+        node = node.decode() if isinstance(node, bytes) else node
+        v = c.hget(f"{name}:presence:{node}", item)
+        if v is not None:
+            total += int(v)
+    return total
+
+
 def notification_handler(json_data: Any, to: str = "*", type: str = "notification", **kwargs: Any) -> str:
     """Drop-in replacement for the Channels-era ``notification_handler(json_data)``.
 

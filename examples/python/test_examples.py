@@ -80,6 +80,15 @@ class NotifyTest(Base):
         self.assertEqual([e["id"] for e in dave.events(1)], [missed])
         self.assertEqual(notify.current_cursor(client=self.client, stream="never-written"), "0-0")
 
+    def test_presence_counts_live_connections(self):
+        self.connect("user=erin&groups=noc-north")
+        bridgetest.wait_for("presence of erin", lambda: notify.presence(user="erin", client=self.client) == 1,
+                            timeout=15)
+        self.assertGreaterEqual(notify.presence(group="noc-north", client=self.client), 1)
+        self.assertEqual(notify.presence(user="nobody", client=self.client), 0)
+        with self.assertRaises(ValueError):
+            notify.presence(user="a b", client=self.client)
+
     def test_default_is_the_old_broadcast(self):
         carol = self.connect("user=carol")
         entry = notify.notification_handler({"message": "hello"}, client=self.client)

@@ -1,18 +1,22 @@
 package node
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/pprof"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 )
 
 // adminHandler serves admin_listen: /healthz (the process runs), /readyz
-// (Readiness.Check, one line), /metrics and, with pprof on, /debug/pprof/.
-func adminHandler(ready *Readiness, reg *prometheus.Registry, withPprof bool) http.Handler {
+// (Readiness.Check, one line), /metrics, /v1/presence (all nodes' counts of
+// one user or group) and, with pprof on, /debug/pprof/.
+func adminHandler(ready *Readiness, reg *prometheus.Registry, withPprof bool, rdb redis.UniversalClient, stream string) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /v1/presence", presenceHandler(rdb, stream))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -36,4 +40,30 @@ func adminHandler(ready *Readiness, reg *prometheus.Registry, withPprof bool) ht
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	return mux
+}
+
+// presenceHandler answers GET /v1/presence?user=42 or ?group=ops with
+// {"user":"42","connections":N,"nodes":K} summed over the live nodes.
+func presenceHandler(rdb redis.UniversalClient, stream string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		item, err := PresenceItem(q.Get("user"), q.Get("group"))
+		if err != nil {
+			publishError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		conns, nodes, err := PresenceCount(r.Context(), rdb, stream, item)
+		if err != nil {
+			publishError(w, http.StatusServiceUnavailable, "redis did not answer: "+oneLineErr(err))
+			return
+		}
+		ans := map[string]any{"connections": conns, "nodes": nodes}
+		if u := q.Get("user"); u != "" {
+			ans["user"] = u
+		} else {
+			ans["group"] = q.Get("group")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(ans)
+	})
 }

@@ -43,9 +43,10 @@ type Node struct {
 	pool    *wspool.Server
 
 	// Started by Run; nil until then.
-	ingest  *ingest
-	trimmer *streams.Trimmer
-	prober  *prober
+	ingest   *ingest
+	trimmer  *streams.Trimmer
+	prober   *prober
+	presence *presencePublisher
 
 	shutdown sync.Once
 }
@@ -76,7 +77,7 @@ func New(cfg *config.Config, log *zap.Logger, version string) (_ *Node, err erro
 	if n.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 		return nil, fmt.Errorf("admin_listen: %w", err)
 	}
-	n.admin = &http.Server{Handler: adminHandler(&n.ready, n.reg, cfg.Pprof.B), ReadHeaderTimeout: 5 * time.Second}
+	n.admin = &http.Server{Handler: adminHandler(&n.ready, n.reg, cfg.Pprof.B, n.redis.Client, cfg.Stream), ReadHeaderTimeout: 5 * time.Second}
 	log.Info("admin listening", zap.String("addr", n.adminLn.Addr().String()))
 
 	n.store = handlers.NewStore(streams.NewReader(n.redis.Client, cfg.Stream), cfg.Limits())
@@ -160,6 +161,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 	}
 	n.prober = startProber(n.redis.Client, &n.ready, n.tel, cfg, log)
+	n.presence = startPresence(n.redis.Client, n.hub, cfg.Stream, cfg.NodeID, log.Named("presence"))
 	n.ready.markStarted()
 	log.Info("ready", zap.String("group", cfg.Group()), zap.String("warmed_to", newest.String()))
 	return nil
@@ -200,6 +202,9 @@ func (n *Node) stop(ctx context.Context) error {
 	}
 	if n.prober != nil {
 		n.prober.Close()
+	}
+	if n.presence != nil {
+		n.presence.Close(n.redis.Client, n.cfg.Stream, n.cfg.NodeID)
 	}
 	_ = n.admin.Shutdown(ctx)
 	if wasReady {
