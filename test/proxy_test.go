@@ -223,10 +223,18 @@ func front(t *testing.T) net.Listener {
 // more) in front of upstream, reachable at the public address ln.
 func startProxy(t *testing.T, ln net.Listener, upstream string, more ...string) proxy {
 	t.Helper()
+	return startProxyStreams(t, ln, upstream, nil, more...)
+}
+
+// startProxyStreams is startProxy with replacements in the included
+// notifybridge-streams.inc too.
+func startProxyStreams(t *testing.T, ln net.Listener, upstream string, streamsMore []string, more ...string) proxy {
+	t.Helper()
 	dir := t.TempDir()
 	cert, key, pool := selfSigned(t, dir)
 	httpPort, httpsPort := redistest.FreePort(t), redistest.FreePort(t)
 	conf := render(t, upstream, httpPort, httpsPort, cert, key, more...)
+	conf = includeStreams(t, dir, conf, streamsMore...)
 	startNginx(t, dir, conf, httpsPort)
 	tlsFront(t, ln, "127.0.0.1:"+strconv.Itoa(httpsPort), pool)
 	return proxy{Public: ln.Addr().String(), conf: conf}
