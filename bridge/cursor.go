@@ -72,6 +72,11 @@ type Cursor struct {
 	closed     atomic.Bool
 	reported   atomic.Uint64 // Hub.appends when the client last learned pos
 	quietSince atomic.Int64  // unix nanoseconds of the last frame
+
+	// For introspection only (introspect.go): pos as of the last Pull, and
+	// when the connection was registered.
+	seenMs, seenSeq atomic.Uint64
+	since           int64
 }
 
 // listCursor is the cursor's place in one recipient list.
@@ -390,6 +395,8 @@ func lagSince(ms uint64, now time.Time) time.Duration {
 // finish notes that frames went out, by the Hub's coarse clock: a cursor
 // frame may thus come up to one append interval early, never late.
 func (c *Cursor) finish(b *batch) [][]byte {
+	c.seenMs.Store(c.pos.Ms)
+	c.seenSeq.Store(c.pos.Seq)
 	if !b.empty() {
 		c.quietSince.Store(c.hub.clock.Load())
 	}

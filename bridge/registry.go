@@ -1,5 +1,7 @@
 package bridge
 
+import "time"
+
 // The recipient lists double as the wake index: each user or group list
 // holds the cursors reading it, so finding the connections to wake for an
 // event is the same map look-up that appending it made, and a connection
@@ -65,6 +67,7 @@ func (c *Cursor) registerLocked(w *window) {
 	for _, lc := range c.lists[:len(c.lists)-1] {
 		lc.l.conns.add(c)
 	}
+	c.since = time.Now().UnixNano()
 	c.slot = int32(len(w.cursors))
 	w.cursors = append(w.cursors, c)
 }

@@ -77,7 +77,7 @@ func New(cfg *config.Config, log *zap.Logger, version string) (_ *Node, err erro
 	if n.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 		return nil, fmt.Errorf("admin_listen: %w", err)
 	}
-	n.admin = &http.Server{Handler: adminHandler(&n.ready, n.reg, cfg.Pprof.B, n.redis.Client, cfg.Stream), ReadHeaderTimeout: 5 * time.Second}
+	n.admin = &http.Server{ReadHeaderTimeout: 5 * time.Second} // Handler once the hub exists
 	log.Info("admin listening", zap.String("addr", n.adminLn.Addr().String()))
 
 	n.store = handlers.NewStore(streams.NewReader(n.redis.Client, cfg.Stream), cfg.Limits())
@@ -90,6 +90,7 @@ func New(cfg *config.Config, log *zap.Logger, version string) (_ *Node, err erro
 	if err != nil {
 		return nil, err
 	}
+	n.admin.Handler = adminHandler(&n.ready, n.reg, cfg.Pprof.B, n.redis.Client, cfg.Stream, n.hub)
 	auth, err := authenticator(cfg)
 	if err != nil {
 		return nil, err
