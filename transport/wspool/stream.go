@@ -285,16 +285,24 @@ var (
 	pollClose = []byte(`"}`)
 )
 
-// pollReady reports whether frames hold one that ends a poll: an event or
-// a gap, not only caught_up or cursor (a poll at the head would otherwise
-// be answered at once, every time, with caught_up alone).
+// pollReady reports whether frames end a poll: an event, or a gap with the
+// caught_up (or cursor) that moves the client past it. caught_up alone does
+// not (a poll at the head would be answered at once, every time), nor does a
+// gap alone: it comes before the replay's first page is read, and an answer
+// then would name no newer id, so the next poll would get the same gap.
 func pollReady(frames [][]byte) bool {
+	gap, moved := false, false
 	for _, f := range frames {
-		if _, control := frameID(framePayload(f)); !control {
+		switch id, control := frameID(framePayload(f)); {
+		case id != nil && !control:
 			return true
+		case id == nil:
+			gap = true
+		case gap:
+			moved = true
 		}
 	}
-	return false
+	return gap && moved
 }
 
 // readDiscard reads what an SSE or poll client sends after its request

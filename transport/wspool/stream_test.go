@@ -127,7 +127,11 @@ func TestPollAnswer(t *testing.T) {
 		{"caught up only", []string{`{"control":"caught_up","last":"4-0"}`}, "", `{"frames":[{"control":"caught_up","last":"4-0"}],"last":"4-0"}`, false},
 		{"events", []string{`{"id":"5-0","type":"t","data":1}`, `{"id":"6-0","type":"t","data":[2]}`, `{"control":"caught_up","last":"6-0"}`}, "4-0",
 			`{"frames":[{"id":"5-0","type":"t","data":1},{"id":"6-0","type":"t","data":[2]},{"control":"caught_up","last":"6-0"}],"last":"6-0"}`, true},
-		{"gap", []string{`{"control":"gap","requested":"1-0","oldest":"2-0"}`}, "1-0", `{"frames":[{"control":"gap","requested":"1-0","oldest":"2-0"}],"last":"1-0"}`, true},
+		{"gap", []string{`{"control":"gap","requested":"1-0","oldest":"2-0"}`}, "1-0", `{"frames":[{"control":"gap","requested":"1-0","oldest":"2-0"}],"last":"1-0"}`, false},
+		{"gap and caught_up", []string{`{"control":"gap","requested":"1-0","oldest":"2-0"}`, `{"control":"caught_up","last":"3-0"}`}, "1-0",
+			`{"frames":[{"control":"gap","requested":"1-0","oldest":"2-0"},{"control":"caught_up","last":"3-0"}],"last":"3-0"}`, true},
+		{"caught_up then gap", []string{`{"control":"caught_up","last":"3-0"}`, `{"control":"gap","requested":"1-0","oldest":"2-0"}`}, "1-0",
+			`{"frames":[{"control":"caught_up","last":"3-0"},{"control":"gap","requested":"1-0","oldest":"2-0"}],"last":"3-0"}`, false},
 	} {
 		var frames [][]byte
 		for _, f := range tc.frames {
