@@ -377,3 +377,19 @@ func (c *Conn) gatherPoll(bufs [][]byte, n0 int, end bool) ([][]byte, bool) {
 	c.io.poll = nil
 	return bufs, true
 }
+
+// framesIn is how many frames the completed buffers bufs were, for
+// Hooks.FramesWritten: one a buffer on a WebSocket; on SSE and poll the
+// payloads (each wrapped in shared pieces), keep-alives and close events.
+func (c *Conn) framesIn(bufs [][]byte) int {
+	if c.kind == kindWS {
+		return len(bufs)
+	}
+	n := 0
+	for _, b := range bufs {
+		if len(b) > 0 && (b[0] == '{' && &b[0] != &pollOpen[0] || b[0] == ':' || b[0] == 'e') {
+			n++
+		}
+	}
+	return n
+}

@@ -223,3 +223,18 @@ func BenchmarkPollAnswer(b *testing.B) {
 		bufs = pollAnswer(bufs[:0], frames, "")
 	}
 }
+
+func TestFramesIn(t *testing.T) {
+	frames := [][]byte{wsFrame(`{"id":"1-0","type":"t","data":1}`), wsFrame(`{"control":"caught_up","last":"1-0"}`)}
+	sse := &Conn{kind: kindSSE}
+	bufs := append(appendSSE(nil, frames), sseKeepAlive, sseCloseEvent(1001, "x"))
+	if n := sse.framesIn(bufs); n != 4 {
+		t.Errorf("SSE: %d frames, want 4", n)
+	}
+	if n := (&Conn{kind: kindPoll}).framesIn(pollAnswer(nil, frames, "")); n != 2 {
+		t.Errorf("poll: %d frames, want 2", n)
+	}
+	if n := (&Conn{}).framesIn(frames); n != 2 {
+		t.Errorf("ws: %d frames, want 2", n)
+	}
+}

@@ -96,7 +96,7 @@ func (c *Conn) flush(w *worker, writable bool, now int64) bool {
 		}
 		done, written, rest, err := w.writev(int(c.fd), bufs)
 		if written > 0 {
-			cfg.Hooks.FramesWritten(done, written)
+			cfg.Hooks.FramesWritten(c.framesIn(bufs[:done]), written)
 		}
 		if err != nil {
 			clear(bufs)
