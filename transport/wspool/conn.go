@@ -42,10 +42,10 @@ type Conn struct {
 	ip       ipKey                       // no string per connection; RemoteIP formats it
 	closeReq atomic.Pointer[closeReason] // first request wins
 
-	expires    int64        // token expiry, unix ns (0: none); set before registration
-	lastRead   atomic.Int64 // unix ns of the last byte read
-	stallSince atomic.Int64 // unix ns of the last progress while bytes are pending; 0: none pending
-	graceUntil atomic.Int64 // set once our close frame is out
+	tok        atomic.Pointer[tokenState] // token expiry and identity (refresh.go); nil: none
+	lastRead   atomic.Int64               // unix ns of the last byte read
+	stallSince atomic.Int64               // unix ns of the last progress while bytes are pending; 0: none pending
+	graceUntil atomic.Int64               // set once our close frame is out
 
 	nextPing int64 // timer loop only
 	tDue     int64 // timers.mu

@@ -304,9 +304,7 @@ func (s *Server) decide(st *hsState, nc net.Conn, ip ipKey) (*Conn, bool, *refus
 	// The handshake holds the job until registration: a Wake from the core
 	// before then only sets a bit, served right after.
 	c.state.Store(stSched)
-	if !id.Expires.IsZero() {
-		c.expires = id.Expires.UnixNano()
-	}
+	c.setToken(&id)
 	src, err := s.cfg.Accept(&Request{Conn: c, Identity: id, Query: query, LastEventID: st.lastEventID})
 	if err != nil {
 		if errors.Is(err, ErrUnavailable) {
@@ -375,8 +373,8 @@ func (s *Server) register(c *Conn, nc net.Conn, extra []byte) bool {
 	}
 	s.cfg.Hooks.ConnOpened()
 	next := c.nextPing
-	if c.expires != 0 {
-		next = min(next, c.expires)
+	if exp := c.expiresAt(); exp != 0 {
+		next = min(next, exp)
 	}
 	s.timers.set(c, next)
 	if s.draining.Load() {

@@ -91,7 +91,11 @@ func (c *Conn) handleFrames(data []byte, maxMsg int) int {
 			c.peerClosed = true
 			c.closeReq.CompareAndSwap(nil, closeReply(payload, h.Mask))
 		case ws.OpText, ws.OpContinuation:
-			// Client text is not needed by the contract: ignored.
+			// Only a single-frame message may be a token refresh; other
+			// client text is ignored (contract).
+			if h.OpCode == ws.OpText && h.Fin {
+				c.onClientText(payload, h.Mask)
+			}
 			if !h.Fin || c.inMsg() {
 				x := c.ioState()
 				x.msgLen = c.msgLenBefore(h) + int(h.Length)

@@ -131,11 +131,11 @@ func (c *Conn) onTimer(now int64) {
 		c.s.timers.set(c, g)
 		return
 	}
-	if c.expires != 0 {
-		if now >= c.expires {
+	if exp := c.expiresAt(); exp != 0 {
+		if now >= exp {
 			bits |= stExpire
 		} else {
-			next = min(next, c.expires)
+			next = min(next, exp)
 		}
 	}
 	if st := c.stallSince.Load(); st != 0 {
