@@ -173,13 +173,10 @@ func (c *Conn) process(w *worker, bits uint32) bool {
 	return c.flush(w, writable, now)
 }
 
-// read reads the socket by the connection's transport.
-func (c *Conn) read(w *worker, now int64) bool {
-	if c.kind == kindWS {
-		return c.readFrames(w, now)
-	}
-	return c.readDiscard(w, now)
-}
+// read reads the socket; only a WebSocket's client frames are handled, what
+// an SSE or poll client sends after its request (nothing, normally) is
+// dropped, and EOF is how a client that went away ends its stream.
+func (c *Conn) read(w *worker, now int64) bool { return c.readFrames(w, now) }
 
 // enterClosing runs once our close frame is fully written: half-close, and
 // wait briefly for the peer's close (or at once when it already sent one).

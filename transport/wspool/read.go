@@ -32,8 +32,8 @@ func (c *Conn) readFrames(w *worker, now int64) bool {
 			return false
 		}
 		c.lastRead.Store(now)
-		if c.closing || c.closeReq.Load() != nil {
-			continue // discard: we are closing
+		if c.kind != kindWS || c.closing || c.closeReq.Load() != nil {
+			continue // discard: not frames, or we are closing
 		}
 		c.consume(w.rbuf[:n], c.s.cfg.MaxMessageBytes)
 	}

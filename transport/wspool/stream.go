@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"syscall"
 )
 
 // connKind is the transport of a connection; the zero value is WebSocket.
@@ -303,26 +302,6 @@ func pollReady(frames [][]byte) bool {
 		}
 	}
 	return gap && moved
-}
-
-// readDiscard reads what an SSE or poll client sends after its request
-// (nothing, normally) and drops it; it reports false at EOF or an error,
-// which is how a client that went away ends its stream.
-func (c *Conn) readDiscard(w *worker, now int64) bool {
-	for i := 0; i < maxReadsPerPass; i++ {
-		n, e := sysRead(c.fd, w.rbuf)
-		switch {
-		case e == syscall.EAGAIN:
-			return true
-		case e == syscall.EINTR:
-			continue
-		case e != 0 || n <= 0:
-			return false
-		}
-		c.lastRead.Store(now)
-	}
-	c.state.Or(stRead)
-	return true
 }
 
 // pollDeadline is when a poll registered at now is answered without frames.
