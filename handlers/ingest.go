@@ -134,17 +134,19 @@ func (c *IngestConfig) Validate() error {
 // HandlerName is the name of the ingest handler in the router.
 const HandlerName = "ingest"
 
-// NewRouter builds the ingest router: sub's messages (stream entries) go
-// through the dead-letter policy, then middleware.Recoverer, then the handler
-// that decodes them and appends them to the core. Run it with Run(ctx); Close
-// it before closing what Appender and DeadLetter use.
+// NewRouter builds the ingest router: sub's messages (a stream entry each,
+// or a read batch of them from a batched streams.Subscriber) go through
+// middleware.Recoverer to the handler, which takes each entry, in stream
+// order, into the core or the dead-letter stream. Run it with Run(ctx);
+// Close it before closing what Appender and DeadLetter use.
 //
-// Policy, in one place: a decode failure (*bridge.BadEntryError) is
-// dead-lettered at once; any other error or panic is retried in place with
-// bounded exponential backoff, then dead-lettered with the error as reason;
-// a dead letter that cannot be written nacks the message, so the Subscriber
-// sends it again and nothing is lost. Stream order holds throughout: the
-// Subscriber sends the next entry only once this one is settled.
+// Policy, in one place (settle): a decode failure (*bridge.BadEntryError)
+// is dead-lettered at once; any other error or panic is retried in place
+// with bounded exponential backoff, then dead-lettered with the error as
+// reason; a dead letter that cannot be written fails the message, so the
+// Subscriber sends it again and nothing is lost (the entries of a batch
+// settled before it are not taken twice). Stream order holds throughout:
+// the Subscriber sends the next message only once this one is settled.
 func NewRouter(sub message.Subscriber, cfg IngestConfig) (*message.Router, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -154,94 +156,105 @@ func NewRouter(sub message.Subscriber, cfg IngestConfig) (*message.Router, error
 	if err != nil {
 		return nil, err
 	}
-	// First added runs outermost: the policy sees what Recoverer made of a
-	// panic as an ordinary error.
-	r.AddMiddleware(newDeadLetterPolicy(&cfg).middleware, middleware.Recoverer)
-	h := &ingestHandler{app: cfg.Appender, lim: cfg.Limits, hooks: cfg.Hooks}
+	// A panic is caught per entry (settle); Recoverer only keeps one outside
+	// it from taking the process down.
+	r.AddMiddleware(middleware.Recoverer)
+	h := &ingestHandler{cfg: &cfg, log: cfg.Logger.With(zap.String("stream", cfg.Stream))}
 	r.AddConsumerHandler(HandlerName, cfg.Stream, sub, h.handle)
 	return r, nil
 }
 
 type ingestHandler struct {
-	app   Appender
-	lim   bridge.Limits
-	hooks Hooks
+	cfg *IngestConfig
+	log *zap.Logger
+	// failed remembers, after a message failed, its first entry and how many
+	// of its entries were settled, so that its redelivery (the next message,
+	// with the same entries) does not take them again. Only the Router's one
+	// message in flight touches it.
+	failed struct {
+		first   string
+		settled int
+	}
 }
 
 func (h *ingestHandler) handle(msg *message.Message) error {
-	id, err := EntryID(msg)
-	if err != nil {
-		return err
+	entries := streams.Entries(msg)
+	if entries == nil {
+		entries = []streams.Entry{{ID: msg.Metadata.Get(streams.MetadataEntryID), Fields: msg.Metadata}}
+		if entries[0].ID == "" {
+			entries[0].ID = msg.UUID
+		}
 	}
-	ev, err := DecodeEntry(id, msg.Metadata, h.lim)
-	if err != nil {
-		return err
+	skip := 0
+	if h.failed.first == entries[0].ID {
+		skip = h.failed.settled
 	}
-	if !h.app.Append(ev) {
-		h.hooks.Redelivered()
+	h.failed.first = ""
+	for i := skip; i < len(entries); i++ {
+		if err := h.settle(msg.Context(), &entries[i]); err != nil {
+			h.failed.first, h.failed.settled = entries[0].ID, i
+			return err
+		}
 	}
 	return nil
 }
 
-// EntryID is the stream entry id of a message from streams.Subscriber.
-func EntryID(msg *message.Message) (bridge.ID, error) {
-	text := msg.Metadata.Get(streams.MetadataEntryID)
-	if text == "" {
-		text = msg.UUID
+// settle takes one entry into the core, or into the dead-letter stream when
+// it is bad or its handling keeps failing. An error means the entry is not
+// settled: the dead letter could not be written, or the node is shutting
+// down during a retry.
+func (h *ingestHandler) settle(ctx context.Context, e *streams.Entry) error {
+	err := h.take(e)
+	if err == nil {
+		return nil
 	}
-	id, err := bridge.ParseID(text)
+	var bad *bridge.BadEntryError
+	permanent := errors.As(err, &bad)
+	pause := h.cfg.RetryInitial
+	for attempt := 1; !permanent && attempt < h.cfg.RetryAttempts; attempt++ {
+		h.cfg.Hooks.Retried()
+		h.log.Debug("handler failed; retrying", zap.String("id", e.ID), zap.Int("attempt", attempt), zap.String("error", reasonOf(err)))
+		if !backoff.Sleep(ctx, pause) {
+			// Shutting down: leave the entry pending for the next start.
+			return err
+		}
+		pause = min(2*pause, h.cfg.RetryMax)
+		if err = h.take(e); err == nil {
+			return nil
+		}
+		permanent = errors.As(err, &bad)
+	}
+	reason := reasonOf(err)
+	if _, werr := h.cfg.DeadLetter.Write(ctx, e.ID, e.Fields, reason); werr != nil {
+		h.cfg.Hooks.DeadLetterFailed()
+		h.log.Error("writing a dead letter failed; the entry comes again", zap.String("id", e.ID), zap.Error(werr))
+		return fmt.Errorf("dead letter for %s: %w", e.ID, werr)
+	}
+	h.cfg.Hooks.DeadLettered(bad != nil)
+	// Never the data: it may be personal, and the dead letter has it.
+	h.log.Warn("entry dead-lettered", zap.String("id", e.ID), zap.String("reason", reason))
+	return nil
+}
+
+// take decodes e and appends it to the core; a panic comes back as an error.
+func (h *ingestHandler) take(e *streams.Entry) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = middleware.RecoveredPanicError{V: p}
+		}
+	}()
+	id, err := bridge.ParseID(e.ID)
 	if err != nil {
-		return bridge.ID{}, &bridge.BadEntryError{Reason: "entry id: " + err.Error()}
+		return &bridge.BadEntryError{Reason: "entry id: " + err.Error()}
 	}
-	return id, nil
-}
-
-type deadLetterPolicy struct {
-	cfg *IngestConfig
-	log *zap.Logger
-}
-
-func newDeadLetterPolicy(cfg *IngestConfig) *deadLetterPolicy {
-	return &deadLetterPolicy{cfg: cfg, log: cfg.Logger.With(zap.String("stream", cfg.Stream))}
-}
-
-func (p *deadLetterPolicy) middleware(h message.HandlerFunc) message.HandlerFunc {
-	return func(msg *message.Message) ([]*message.Message, error) {
-		out, err := h(msg)
-		if err == nil {
-			return out, nil
-		}
-		var bad *bridge.BadEntryError
-		permanent := errors.As(err, &bad)
-		pause := p.cfg.RetryInitial
-		for attempt := 1; !permanent && attempt < p.cfg.RetryAttempts; attempt++ {
-			p.cfg.Hooks.Retried()
-			p.log.Debug("handler failed; retrying", zap.String("id", msg.UUID), zap.Int("attempt", attempt), zap.String("error", reasonOf(err)))
-			if !backoff.Sleep(msg.Context(), pause) {
-				// Shutting down: leave the entry pending for the next start.
-				return nil, err
-			}
-			pause = min(2*pause, p.cfg.RetryMax)
-			if out, err = h(msg); err == nil {
-				return out, nil
-			}
-			permanent = errors.As(err, &bad)
-		}
-		reason := reasonOf(err)
-		id := msg.Metadata.Get(streams.MetadataEntryID)
-		if id == "" {
-			id = msg.UUID
-		}
-		if _, werr := p.cfg.DeadLetter.Write(msg.Context(), id, msg.Metadata, reason); werr != nil {
-			p.cfg.Hooks.DeadLetterFailed()
-			p.log.Error("writing a dead letter failed; the entry comes again", zap.String("id", id), zap.Error(werr))
-			return nil, fmt.Errorf("dead letter for %s: %w", id, werr)
-		}
-		p.cfg.Hooks.DeadLettered(bad != nil)
-		// Never the data: it may be personal, and the dead letter has it.
-		p.log.Warn("entry dead-lettered", zap.String("id", id), zap.String("reason", reason))
-		return nil, nil
+	ev, err := DecodeEntry(id, e.Fields, h.cfg.Limits)
+	if err != nil {
+		return err
 	}
+	if !h.cfg.Appender.Append(ev) {
+		h.cfg.Hooks.Redelivered()
+	}
+	return nil
 }
 
 // reasonOf makes the one-line dead-letter reason of a handler error: a

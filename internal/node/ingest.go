@@ -63,6 +63,7 @@ func startIngest(ctx context.Context, rc *Redis, cfg *config.Config, hub *bridge
 		Group:           cfg.Group(),
 		Consumer:        cfg.NodeID,
 		BatchSize:       cfg.IngestBatch.N,
+		Batched:         true, // a read batch crosses the Router as one message
 		Block:           cfg.IngestBlock.Duration,
 		AckBatch:        cfg.IngestBatch.N,
 		AckInterval:     cfg.AckInterval.Duration,

@@ -51,6 +51,23 @@ func (a *acker) add(id string) {
 	}
 }
 
+// addEntries queues the ids of entries, in order, like add for each.
+func (a *acker) addEntries(entries []Entry) {
+	a.mu.Lock()
+	was := len(a.ids)
+	for i := range entries {
+		a.ids = append(a.ids, entries[i].ID)
+	}
+	n := len(a.ids)
+	a.mu.Unlock()
+	if was == 0 || n >= a.cfg.AckBatch {
+		select {
+		case a.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // stop makes run flush what is left and return. Called once, after the last add.
 func (a *acker) stop() { close(a.done) }
 

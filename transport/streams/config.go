@@ -74,6 +74,14 @@ type Config struct {
 
 	// BatchSize is XREADGROUP COUNT (ingest_batch).
 	BatchSize int
+	// Batched sends each read batch as one message whose entries Entries
+	// returns, instead of one message per entry. The handler then settles the
+	// entries in order itself and the message's Ack acknowledges them all:
+	// one hand-off through the Router per XREADGROUP reply rather than per
+	// entry, which is what lets a node keep up at tens of thousands of
+	// entries a second. Off by default, so the Subscriber behaves as any
+	// Watermill Subscriber (one message per entry, fields as metadata).
+	Batched bool
 	// Block is XREADGROUP BLOCK when no entry is waiting (ingest_block). It
 	// costs one command per Block when idle and bounds how long Close waits
 	// for an in-flight read (go-redis does not abort a blocked read on cancel).

@@ -23,8 +23,8 @@ var ErrClosed = errors.New("streams: subscriber closed")
 // Subscriber is a Watermill message.Subscriber reading one stream through one
 // consumer group with one consumer, at least once and in stream order.
 //
-// It sends one message at a time and waits for its Ack or Nack before the
-// next: the Watermill Router runs each message in its own goroutine, so this
+// It sends one message at a time (one entry, or with Config.Batched one read
+// batch) and waits for its Ack or Nack before the next: the Watermill Router runs each message in its own goroutine, so this
 // is what keeps stream order. Acked ids are batched and acknowledged with one
 // XACK per batch, flushed on AckBatch, AckInterval and Close. A nacked message
 // is sent again (a new message with the same content) after a backoff. Entries
@@ -258,8 +258,14 @@ func (c *consumer) deliverLoop(ctx context.Context) {
 	for {
 		select {
 		case batch := <-c.batches:
+			if c.s.cfg.Batched {
+				if !c.deliverBatch(ctx, detached, batch) {
+					return
+				}
+				continue
+			}
 			for i := range batch {
-				if !c.deliver(ctx, detached, &batch[i]) {
+				if !c.deliverEntry(ctx, detached, &batch[i]) {
 					return
 				}
 			}
@@ -384,20 +390,20 @@ func (c *consumer) tryCreateGroup(ctx context.Context) error {
 	return nil
 }
 
-// deliver hands one entry to the router and waits until it is settled. It
-// returns false when the subscription ends first; the entry then stays
-// pending (unless its ack came in time) and is read again on the next start.
-func (c *consumer) deliver(ctx, detached context.Context, xm *redis.XMessage) bool {
+// deliverEntry hands one entry to the router as a message whose metadata
+// are its fields, and waits until it is settled. It returns false when the
+// subscription ends first; the entry then stays pending (unless its ack came
+// in time) and is read again on the next start.
+func (c *consumer) deliverEntry(ctx, detached context.Context, xm *redis.XMessage) bool {
 	if len(xm.Values) == 0 {
 		// Redis 7 returns pending entries trimmed since as an id without
 		// fields: nothing to deliver, but they must leave the pending list.
 		c.acks.add(xm.ID)
 		return true
 	}
-	var redeliver *backoff.Backoff // only after a nack
-	for {
-		// A new message per attempt (Watermill messages are acked once), and
-		// a fresh copy of the fields: a handler may have changed the last one.
+	return c.deliver(ctx, detached, xm.ID, func(msgCtx context.Context) *message.Message {
+		// A fresh copy of the fields per attempt: a handler may have changed
+		// the last one.
 		msg := message.NewMessage(xm.ID, nil)
 		for k, v := range xm.Values {
 			if s, ok := v.(string); ok {
@@ -406,6 +412,39 @@ func (c *consumer) deliver(ctx, detached context.Context, xm *redis.XMessage) bo
 		}
 		msg.Metadata[MetadataEntryID] = xm.ID
 		msg.Metadata[MetadataEntryTime] = idTime(xm.ID)
+		msg.SetContext(msgCtx)
+		return msg
+	}, func() { c.acks.add(xm.ID) })
+}
+
+// deliverBatch hands a whole read batch to the router as one message
+// (Config.Batched) and waits until it is settled, like deliverEntry; its Ack
+// acknowledges every entry of it.
+func (c *consumer) deliverBatch(ctx, detached context.Context, batch []redis.XMessage) bool {
+	entries, trimmed := toEntries(batch)
+	for _, id := range trimmed {
+		c.acks.add(id)
+	}
+	if len(entries) == 0 {
+		return true
+	}
+	first := entries[0].ID
+	return c.deliver(ctx, detached, first, func(msgCtx context.Context) *message.Message {
+		msg := message.NewMessage(first, nil)
+		msg.Metadata[MetadataEntryID] = first
+		msg.Metadata[MetadataEntryTime] = idTime(first)
+		msg.SetContext(withEntries(msgCtx, entries))
+		return msg
+	}, func() { c.acks.addEntries(entries) })
+}
+
+// deliver sends the message newMsg makes to the router and waits until it is
+// settled: acked (then it calls acked), or nacked (then it sends a new one
+// after a backoff; Watermill messages are acked once). It returns false when
+// the subscription ends first. id names the message in the log.
+func (c *consumer) deliver(ctx, detached context.Context, id string, newMsg func(context.Context) *message.Message, onAck func()) bool {
+	var redeliver *backoff.Backoff // only after a nack
+	for {
 		if ctx.Err() != nil {
 			return false // select below would pick at random
 		}
@@ -413,17 +452,17 @@ func (c *consumer) deliver(ctx, detached context.Context, xm *redis.XMessage) bo
 		// the subscription ends): work a handler started under it stops
 		// with it, as with Watermill's own Subscribers.
 		msgCtx, cancel := context.WithCancel(detached)
-		msg.SetContext(msgCtx)
+		msg := newMsg(msgCtx)
 		select {
 		case c.out <- msg:
 		case <-ctx.Done():
 			cancel()
 			return false
 		}
-		acked, settled := c.waitSettled(ctx, msg, xm.ID, cancel)
+		acked, settled := c.waitSettled(ctx, msg, id, cancel)
 		cancel()
 		if acked {
-			c.acks.add(xm.ID)
+			onAck()
 			return true
 		}
 		if !settled {

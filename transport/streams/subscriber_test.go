@@ -485,3 +485,54 @@ func TestSubscriberSurvivesRedisRestart(t *testing.T) {
 	}
 	t.Logf("%d produced, %d received, %d redis errors survived", len(produced), len(got.snapshot()), hooks.errs.Load())
 }
+
+// Batched: a read batch is one message; its entries come in stream order with
+// their fields, its Ack acknowledges them all, and a Nack brings the same
+// entries again.
+func TestSubscriberBatched(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client()
+	cfg := testConfig(t, "s")
+	cfg.StartID = func(context.Context) (string, error) { return "0-0", nil }
+	cfg.Batched = true
+	cfg.BatchSize = 64
+	ids := addN(t, c, "s", 1000)
+
+	var got received
+	var messages, nacked atomic.Int32
+	sub := newSub(t, c, cfg)
+	runRouter(t, sub, "s", func(m *message.Message) error {
+		entries := Entries(m)
+		if len(entries) == 0 || len(entries) > 64 {
+			return fmt.Errorf("batch of %d entries", len(entries))
+		}
+		if m.UUID != entries[0].ID || m.Metadata.Get(MetadataEntryID) != entries[0].ID {
+			return fmt.Errorf("uuid %s, metadata id %s, first entry %s", m.UUID, m.Metadata.Get(MetadataEntryID), entries[0].ID)
+		}
+		if messages.Add(1) == 3 && nacked.Add(1) == 1 {
+			return errors.New("nack the third batch once")
+		}
+		for _, e := range entries {
+			if e.Fields["to"] == "" {
+				return fmt.Errorf("entry %s without its fields: %v", e.ID, e.Fields)
+			}
+			got.add(e.ID)
+		}
+		return nil
+	})
+	waitFor(t, 20*time.Second, func() error {
+		if n := len(got.snapshot()); n < len(ids) {
+			return fmt.Errorf("%d of %d received", n, len(ids))
+		}
+		if p := pendingCount(t, c, "s", cfg.Group); p != 0 {
+			return fmt.Errorf("%d still pending", p)
+		}
+		return nil
+	})
+	if !slices.Equal(got.snapshot(), ids) {
+		t.Fatal("entries not received exactly once in stream order")
+	}
+	if n := messages.Load(); n >= 1000/2 {
+		t.Errorf("%d messages for 1000 entries: not batched", n)
+	}
+}
