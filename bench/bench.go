@@ -37,6 +37,14 @@ type Options struct {
 	Dialers   int           // concurrent handshakes per process (0: 256)
 	Slow      int           // broadcast/targeted: extra clients that never read (write_timeout, eviction)
 	RawXRead  bool          // broadcast/targeted: also measure a plain XREAD BLOCK subscriber, same run
+	Transport string        // ws (default) or sse: what the clients open, /ws or /events
+
+	GroupSize    int    // revoke: clients per group (client i is in group i/GroupSize)
+	Revokes      int    // revoke: single users revoked one after another
+	RevokeGroups int    // revoke: groups revoked one after another (the last ones)
+	JWTSecret    string // refresh: the bridge's HS256 secret (default: a random one for a started bridge)
+	PublishKey   string // publish: the bridge's publish_key (default: a random one for a started bridge)
+	Concurrency  int    // publish: requests (and XADDs) in flight
 
 	BroadcastShare float64 // mixed: fraction of events (0..1) to everyone; the rest to one random client each
 	Churn          float64 // mixed: percent of clients that close and reconnect (resuming) each second
@@ -105,6 +113,9 @@ type Result struct {
 	BackfillReads   int64         `json:"backfill_reads"`
 	SlowClients     int           `json:"slow_clients,omitempty"`
 	SlowClosed      int64         `json:"slow_closed"` // the bridge's notifybridge_slow_client_closes_total over the run // the bridge's notifybridge_backfill_reads_total over the run
+	Transport       string        `json:"transport"`
+	CPUPerDelivery  float64       `json:"bridge_cpu_us_per_delivery,omitempty"`
+	controlResult                 // revoke, refresh, publish; every field omitted elsewhere
 	LoadAvg         string        `json:"load_average"`
 	Started         time.Time     `json:"started"`
 	Samples         []sampleJSON  `json:"-"`
@@ -116,6 +127,8 @@ type Result struct {
 	rawSamples      []sample      // merged reservoirs
 	perClient       []int64       // unique events per client, by user index
 	closeCounts     map[int]int   // close code → clients the server closed
+	closeRecs       []closeRec    // every connection the server ended, from every set
+	phaseHist       [phaseCount]latHist
 }
 
 type sampleJSON struct {
@@ -136,7 +149,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	res := &Result{Scenario: o.Scenario, Clients: o.Clients, Started: time.Now().UTC(), LoadAvg: loadAvg()}
+	res := &Result{Scenario: o.Scenario, Clients: o.Clients, Started: time.Now().UTC(), LoadAvg: loadAvg(), Transport: o.Transport}
 	if o.Scenario == "ingest" {
 		if err := ingest(ctx, o, res); err != nil {
 			return nil, err
@@ -158,6 +171,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Stream = o.Stream
 	if o.WSURL == "" {
+		switch o.Scenario {
+		case "refresh":
+			o.Extra = append(o.Extra, "--auth", "jwt", "--jwt-secret", o.JWTSecret)
+		case "publish":
+			o.Extra = append(o.Extra, "--publish-key", o.PublishKey)
+		}
 		child, err := startChild(ctx, o)
 		if err != nil {
 			return nil, err
@@ -172,7 +191,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis-url: %w", err)
 	}
-	ropts.PoolSize = 16
+	ropts.PoolSize = max(16, o.Concurrency+4)
 	rdb := redis.NewClient(ropts)
 	defer rdb.Close()
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -183,11 +202,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		defer func() {
 			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			_ = rdb.Del(dctx, o.Stream, o.Stream+":dead").Err()
+			_ = rdb.Del(dctx, o.Stream, o.Stream+":dead", o.Stream+":revoked").Err()
 		}()
 	}
 	res.Procs = max(o.Procs, (o.Clients+MaxClientsPerProcess-1)/MaxClientsPerProcess)
 	r := &runner{o: o, rdb: rdb, res: res, t0: time.Now(), run: run}
+	if o.Scenario == "refresh" {
+		// Every first token expires at the same second (as tokens issued
+		// together do), far enough out that none expires during the run.
+		r.tokenExp = time.Now().Add(time.Hour).Unix()
+		r.refreshExp = time.Now().Add(2 * time.Hour).Unix()
+	}
 	stop, sampled := make(chan struct{}), make(chan struct{})
 	go r.sample(stop, sampled)
 	switch o.Scenario {
@@ -197,6 +222,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		err = r.fanout(ctx)
 	case "resume-storm":
 		err = r.resumeStorm(ctx)
+	case "revoke":
+		err = r.revoke(ctx)
+	case "publish":
+		err = r.publish(ctx)
+	case "refresh":
+		err = r.fanout(ctx)
 	}
 	close(stop)
 	<-sampled
@@ -207,14 +238,28 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.summarizeControl()
 	return r.res, nil
 }
 
 func (o *Options) validate() error {
 	switch o.Scenario {
-	case "idle", "broadcast", "targeted", "resume-storm", "mixed", "ingest":
+	case "idle", "broadcast", "targeted", "resume-storm", "mixed", "ingest", "revoke", "refresh", "publish":
 	default:
-		return fmt.Errorf("scenario: must be idle, broadcast, targeted, resume-storm, mixed or ingest, got %q", o.Scenario)
+		return fmt.Errorf("scenario: must be idle, broadcast, targeted, resume-storm, mixed, ingest, revoke, refresh or publish, got %q", o.Scenario)
+	}
+	switch o.Transport {
+	case "":
+		o.Transport = "ws"
+	case "ws", "sse":
+	default:
+		return fmt.Errorf("transport: must be ws or sse, got %q", o.Transport)
+	}
+	if o.Transport == "sse" && o.Scenario == "refresh" {
+		return errors.New("transport: refresh sends the token in band, over a WebSocket; use --transport ws")
+	}
+	if err := o.validateControl(); err != nil {
+		return err
 	}
 	if o.Scenario == "ingest" {
 		if o.Prefill <= 0 {
@@ -243,7 +288,7 @@ func (o *Options) validate() error {
 	if o.Events == 0 && o.Rate > 0 {
 		o.Events = int(float64(o.Rate) * o.Duration.Seconds())
 	}
-	if (o.Scenario == "broadcast" || o.Scenario == "targeted" || o.Scenario == "mixed") && o.Events <= 0 {
+	if (o.Scenario == "broadcast" || o.Scenario == "targeted" || o.Scenario == "mixed" || o.Scenario == "refresh" || o.Scenario == "publish") && o.Events <= 0 {
 		return errors.New("events: nothing to publish (set --events, or --rate and --duration)")
 	}
 	if o.Scenario == "resume-storm" && o.Missed <= 0 {

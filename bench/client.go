@@ -5,8 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,11 +30,13 @@ import (
 type wsClient struct {
 	user int
 	tag  []byte // runTag
+	sse  bool   // the connection is GET /events (SSE lines), not a WebSocket
 
 	// wmu serialises writes (pongs, our close frame) and the transport's
 	// own state: the connection or descriptor the frames come from.
 	wmu    sync.Mutex
 	hangup func(sendClose bool) // ends the connection from our side; the transport then closes done
+	send   func(msg []byte)     // writes one text message (WebSocket only); set with hangup
 
 	mu           sync.Mutex
 	last         streamID // newest event of the run received
@@ -42,12 +49,17 @@ type wsClient struct {
 	caughtUpUS   int64 // unix µs of the caught_up frame; 0 before
 	serverClosed bool  // the server ended the connection before we did
 	closeCode    int   // its close code; 1006 when it ended without one
+	closedUS     int64 // unix µs the server's close was read
 	closedByUs   bool
 
 	// Set by the transport when it takes a connection: counters and sinks
 	// of the reading loop (epoll) or of the set (goroutine per connection).
 	received *atomic.Int64 // events received
 	caught   *atomic.Int64 // shared per set: clients caught up
+	acks     *atomic.Int64 // shared per set: {"control":"token"} answers (refresh); nil: not counted
+	ackExp   int64         // the exp a token answer must carry; another counts in badAcks
+	badAcks  *atomic.Int64
+	srvClose *atomic.Int64 // shared per set: connections the server ended; nil: not counted
 	replayed *latencySink  // latency of frames replayed on resume; nil: they go to the live sink
 	done     chan struct{} // closed when the connection's reader is done with it
 	busy     atomic.Bool   // a reconnect of this client is under way
@@ -62,9 +74,16 @@ type clientIO interface {
 	// connection has ended and its frames are handled. On error the
 	// connection is closed and c.done is left to the caller.
 	attach(c *wsClient, conn net.Conn, br *bufio.Reader) error
-	received() int64                                        // events received by every client so far
-	merged() (live latHist, chart []sample, replay latHist) // once every client is closed
-	stop()                                                  // after merged's clients are closed
+	received() int64       // events received by every client so far
+	merged() mergedLatency // once every client is closed
+	stop()                 // after merged's clients are closed
+}
+
+// mergedLatency is what a set's clients measured, merged over its readers.
+type mergedLatency struct {
+	live, replay latHist
+	chart        []sample
+	phases       [phaseCount]latHist // live, by phase (refresh)
 }
 
 // streamID is a Redis stream id, compared numerically.
@@ -108,12 +127,54 @@ func dialWS(ctx context.Context, url string) (net.Conn, *bufio.Reader, error) {
 	return conn, br, nil
 }
 
-func dialClient(ctx context.Context, url string, user int, tag []byte) (*wsClient, net.Conn, *bufio.Reader, error) {
-	conn, br, err := dialWS(ctx, url)
+// dialSSE opens GET /events at url (http://host:port/events?…) and reads
+// the response head; br holds what came after it (the retry field, and
+// perhaps the first events).
+func dialSSE(ctx context.Context, rawURL string) (net.Conn, *bufio.Reader, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := net.Dialer{Timeout: 30 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", u.Host)
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(conn, "GET "+u.RequestURI()+" HTTP/1.1\r\nHost: "+u.Host+"\r\nAccept: text/event-stream\r\n\r\n"); err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(conn, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		line, _ := br.ReadString('\n')
+		_ = conn.Close()
+		return nil, nil, fmt.Errorf("GET /events: %s: %s", resp.Status, strings.TrimSpace(line))
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, br, nil
+}
+
+// dial opens one connection of the transport; br, when not nil, holds what
+// was read past the handshake.
+func dial(ctx context.Context, sse bool, url string) (net.Conn, *bufio.Reader, error) {
+	if sse {
+		return dialSSE(ctx, url)
+	}
+	return dialWS(ctx, url)
+}
+
+func dialClient(ctx context.Context, sse bool, url string, user int, tag []byte) (*wsClient, net.Conn, *bufio.Reader, error) {
+	conn, br, err := dial(ctx, sse, url)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return &wsClient{user: user, tag: tag, done: make(chan struct{})}, conn, br, nil
+	return &wsClient{user: user, tag: tag, sse: sse, done: make(chan struct{})}, conn, br, nil
 }
 
 var (
@@ -123,6 +184,7 @@ var (
 	caughtUp = []byte(`"control":"caught_up"`)
 	cursorCF = []byte(`"control":"cursor"`)
 	lastKey  = []byte(`"last":"`)
+	tokenCF  = []byte(`{"control":"token","exp":`)
 )
 
 // frame handles one text message. Frames are byte-exact by contract, so
@@ -186,6 +248,13 @@ func (c *wsClient) frameAt(p []byte, now int64, sink *latencySink) {
 // replay; caught_up and cursor carry an id the client stores like an event
 // id (the contract), so a later resume starts there.
 func (c *wsClient) control(p []byte, now int64) {
+	if rest, ok := bytes.CutPrefix(p, tokenCF); ok && c.acks != nil {
+		c.acks.Add(1)
+		if exp, _ := leadingInt(rest); exp != c.ackExp && c.badAcks != nil {
+			c.badAcks.Add(1)
+		}
+		return
+	}
 	isCaughtUp := bytes.Contains(p, caughtUp)
 	var last streamID
 	hasLast := false
@@ -224,11 +293,17 @@ func (c *wsClient) ended(code int) {
 		code = int(ws.StatusAbnormalClosure)
 	}
 	c.mu.Lock()
+	counted := false
 	if !c.closedByUs && !c.serverClosed {
 		c.serverClosed = true
 		c.closeCode = code
+		c.closedUS = time.Now().UnixMicro()
+		counted = c.srvClose != nil
 	}
 	c.mu.Unlock()
+	if counted {
+		c.srvClose.Add(1)
+	}
 }
 
 // close ends the connection from our side (a clean close frame first, so
@@ -246,6 +321,18 @@ func (c *wsClient) close() {
 
 // closeFrame is our masked close frame, 1000.
 func closeFrame() []byte {
+	return closeFrameBytes
+}
+
+var closeFrameBytes = makeCloseFrame()
+
+// textFrame is p as a masked client text frame.
+func textFrame(p []byte) []byte {
+	b, _ := ws.CompileFrame(ws.MaskFrame(ws.NewTextFrame(p)))
+	return b
+}
+
+func makeCloseFrame() []byte {
 	body := make([]byte, 2)
 	binary.BigEndian.PutUint16(body, uint16(ws.StatusNormalClosure))
 	var b bytes.Buffer
@@ -275,7 +362,7 @@ func (c *wsClient) reconnect(ctx context.Context, url string, cio clientIO) (int
 	c.mu.Lock()
 	from := c.cursor
 	c.mu.Unlock()
-	conn, br, err := dialWS(ctx, url+"&last_event_id="+from.String())
+	conn, br, err := dial(ctx, c.sse, url+"&last_event_id="+from.String())
 	if err != nil {
 		return 0, err
 	}
@@ -307,3 +394,6 @@ func userName(run string, i int) string { return "b" + run + "u" + strconv.Itoa(
 // runTag marks a run's events in their data; a client ignores events
 // without its run's tag (broadcasts of another run on the same bridge).
 func runTag(run string) []byte { return []byte(`"r":"` + run + `"`) }
+
+// groupName is group k of a run (revoke, refresh): run-tagged like users.
+func groupName(run string, k int) string { return "b" + run + "g" + strconv.Itoa(k) }

@@ -18,14 +18,26 @@ type goroutineIO struct {
 	recv         atomic.Int64
 }
 
+func newGoroutineIO(phase *atomic.Int32) *goroutineIO {
+	g := &goroutineIO{}
+	g.live.phase = phase
+	return g
+}
+
 func (g *goroutineIO) attach(c *wsClient, conn net.Conn, br *bufio.Reader) error {
 	var r io.Reader = conn
 	if br != nil && br.Buffered() > 0 {
 		r = io.MultiReader(br, conn)
 	}
 	c.received, c.replayed = &g.recv, &g.replay
+	c.send = func(msg []byte) {
+		c.wmu.Lock()
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = conn.Write(textFrame(msg))
+		c.wmu.Unlock()
+	}
 	c.hangup = func(sendClose bool) {
-		if sendClose {
+		if sendClose && !c.sse {
 			c.wmu.Lock()
 			_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = conn.Write(closeFrame())
@@ -33,18 +45,22 @@ func (g *goroutineIO) attach(c *wsClient, conn net.Conn, br *bufio.Reader) error
 		}
 		_ = conn.Close()
 	}
+	if c.sse {
+		go c.readSSE(r, &g.live, c.done)
+		return nil
+	}
 	go c.read(conn, r, &g.live, c.done)
 	return nil
 }
 
 func (g *goroutineIO) received() int64 { return g.recv.Load() }
 
-func (g *goroutineIO) merged() (latHist, []sample, latHist) {
+func (g *goroutineIO) merged() mergedLatency {
 	g.live.mu.Lock()
 	defer g.live.mu.Unlock()
 	g.replay.mu.Lock()
 	defer g.replay.mu.Unlock()
-	return g.live.hist, g.live.samples, g.replay.hist
+	return mergedLatency{live: g.live.hist, chart: g.live.samples, replay: g.replay.hist, phases: g.live.phases}
 }
 
 func (g *goroutineIO) stop() {}

@@ -47,9 +47,9 @@ const (
 	loopBufSize    = 256 << 10 // a read that does not fill it drained the socket
 )
 
-func newClientIO(count int) clientIO {
+func newClientIO(count int, phase *atomic.Int32) clientIO {
 	if os.Getenv("NB_BENCH_CLIENT") == "goroutine" {
-		return &goroutineIO{}
+		return newGoroutineIO(phase)
 	}
 	n := min(maxLoops, max(1, (count+clientsPerLoop-1)/clientsPerLoop))
 	if v, err := strconv.Atoi(os.Getenv("NB_BENCH_CLIENT_LOOPS")); err == nil && v > 0 {
@@ -65,8 +65,9 @@ func newClientIO(count int) clientIO {
 			for _, l := range e.loops {
 				l.halt()
 			}
-			return &goroutineIO{}
+			return newGoroutineIO(phase)
 		}
+		l.live.phase = phase
 		e.loops = append(e.loops, l)
 		go l.run()
 	}
@@ -85,19 +86,23 @@ func (e *epollIO) received() int64 {
 	return n
 }
 
-func (e *epollIO) merged() (latHist, []sample, latHist) {
-	var live, replay latHist
+func (e *epollIO) merged() mergedLatency {
+	var m mergedLatency
 	sinks := make([]*latencySink, 0, len(e.loops))
 	for _, l := range e.loops {
 		l.live.mu.Lock()
-		live.merge(&l.live.hist)
+		m.live.merge(&l.live.hist)
+		for i := range m.phases {
+			m.phases[i].merge(&l.live.phases[i])
+		}
 		l.live.mu.Unlock()
 		l.replay.mu.Lock()
-		replay.merge(&l.replay.hist)
+		m.replay.merge(&l.replay.hist)
 		l.replay.mu.Unlock()
 		sinks = append(sinks, &l.live)
 	}
-	return live, mergeReservoirs(sinks), replay
+	m.chart = mergeReservoirs(sinks)
+	return m
 }
 
 func (e *epollIO) stop() {
@@ -175,12 +180,13 @@ func (l *epLoop) attach(c *wsClient, conn net.Conn, br *bufio.Reader) error {
 	}
 	ec := &epConn{c: c, fd: fd, done: c.done}
 	c.received, c.replayed = &l.recv, &l.replay
-	c.hangup = func(sendClose bool) { ec.hangup(sendClose) }
+	c.hangup = func(sendClose bool) { ec.hangup(sendClose && !c.sse) }
+	c.send = func(msg []byte) { ec.write(textFrame(msg)) }
 	if br != nil && br.Buffered() > 0 {
 		// Frames already read (caught_up follows the 101 at once) are
 		// handled here: the loop does not know the connection yet.
 		b, _ := br.Peek(br.Buffered())
-		used, code, ok := l.frames(ec, slices.Clone(b), time.Now().UnixMicro())
+		used, code, ok := l.parse(ec, slices.Clone(b), time.Now().UnixMicro())
 		if !ok {
 			ec.end(code)
 			return nil
@@ -316,7 +322,7 @@ func (l *epLoop) readConn(ec *epConn, hup bool) bool {
 			ec.rest = append(ec.rest, data...)
 			data = ec.rest
 		}
-		used, code, ok := l.frames(ec, data, now)
+		used, code, ok := l.parse(ec, data, now)
 		if !ok {
 			ec.end(code)
 			return false
@@ -333,6 +339,14 @@ func (l *epLoop) readConn(ec *epConn, hup bool) bool {
 			return true
 		}
 	}
+}
+
+// parse hands p to the connection's transport: WebSocket frames or SSE.
+func (l *epLoop) parse(ec *epConn, p []byte, now int64) (used, code int, ok bool) {
+	if ec.c.sse {
+		return sseEvents(ec.c, p, now, &l.live)
+	}
+	return l.frames(ec, p, now)
 }
 
 // frames handles the complete frames at the start of p, received at now,
@@ -407,7 +421,7 @@ func (l *epLoop) frames(ec *epConn, p []byte, now int64) (used, code int, ok boo
 	}
 }
 
-// write sends a small frame (a pong, our close) whole or not at all.
+// write sends a small frame (a pong, our close, a token) whole or not at all.
 func (ec *epConn) write(frame []byte) {
 	ec.c.wmu.Lock()
 	if ec.fd >= 0 {

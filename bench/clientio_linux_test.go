@@ -125,7 +125,7 @@ func TestEpollHangupEndsTheConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	cio := newClientIO(1)
+	cio := newClientIO(1, nil)
 	defer cio.stop()
 	var caught atomic.Int64
 	c := &wsClient{user: 0, caught: &caught, done: make(chan struct{})}

@@ -2,4 +2,6 @@
 
 package bench
 
-func newClientIO(int) clientIO { return &goroutineIO{} }
+import "sync/atomic"
+
+func newClientIO(_ int, phase *atomic.Int32) clientIO { return newGoroutineIO(phase) }

@@ -9,10 +9,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // MaxClientsPerProcess bounds the connections one process holds, below
@@ -31,6 +34,12 @@ type setSpec struct {
 	Run     string  `json:"run"`              // the run id: user names and event tags
 	Dialers int     `json:"dialers"`          // concurrent handshakes
 	Churn   float64 `json:"churn,omitempty"`  // percent of clients reconnecting a second, between "churn" and "calm"
+
+	Transport  string `json:"transport,omitempty"`   // ws (default) or sse
+	GroupSize  int    `json:"group_size,omitempty"`  // > 0: client i is in group groupName(run, i/GroupSize)
+	JWTSecret  string `json:"jwt_secret,omitempty"`  // set: clients connect with an HS256 ?token= instead of ?user=
+	TokenExp   int64  `json:"token_exp,omitempty"`   // the exp (unix s) of every client's first token
+	RefreshExp int64  `json:"refresh_exp,omitempty"` // the exp of the tokens a "refresh" sends in band
 }
 
 // setStatus is a set's progress, sent by child processes as JSON lines.
@@ -41,6 +50,9 @@ type setStatus struct {
 	Reconnects  int64  `json:"reconnects,omitempty"`
 	Churning    bool   `json:"churning,omitempty"` // churn on, or calming: reconnects still under way
 	ConnectDone bool   `json:"connect_done"`
+	Acks        int64  `json:"acks,omitempty"`     // {"control":"token"} answers received
+	BadAcks     int64  `json:"bad_acks,omitempty"` // answers with another exp than the refresh's
+	Closed      int64  `json:"closed,omitempty"`   // connections the server ended
 	Err         string `json:"err,omitempty"`
 }
 
@@ -58,11 +70,22 @@ type setStats struct {
 	Replay         latHist     `json:"replay"` // frames replayed on resume
 	Reconnects     int64       `json:"reconnects"`
 	ReconnectFails int64       `json:"reconnect_fails"`
+	Phases         []latHist   `json:"phases,omitempty"` // live latency by phase (refresh)
+	Closes         []closeRec  `json:"closes,omitempty"` // every connection the server ended, when
+}
+
+// closeRec is one connection the server ended: whose, with what code, when
+// (unix µs, as read by the client).
+type closeRec struct {
+	User int   `json:"u"`
+	Code int   `json:"c"`
+	AtUS int64 `json:"at"`
 }
 
 // clientSet holds one process's clients.
 type clientSet struct {
 	spec    setSpec
+	base    string // the transport's URL: /ws or /events
 	clients []*wsClient
 	io      clientIO // reads every client's frames and holds their latency
 	conn    atomic.Int64
@@ -79,10 +102,32 @@ type clientSet struct {
 	churnDone      chan struct{}
 	closesMu       sync.Mutex
 	closes         map[int]int // close code → connections the bridge ended before a reconnect
+
+	phase     atomic.Int32 // the run's phase, for the latency split (refresh)
+	acks      atomic.Int64
+	badAcks   atomic.Int64
+	srvClosed atomic.Int64
 }
 
 func newClientSet(spec setSpec) *clientSet {
-	return &clientSet{spec: spec, clients: make([]*wsClient, spec.Count), doneCh: make(chan struct{}), io: newClientIO(spec.Count)}
+	s := &clientSet{spec: spec, base: spec.WSURL, clients: make([]*wsClient, spec.Count), doneCh: make(chan struct{})}
+	if spec.Transport == "sse" {
+		s.base = transportURL(spec.WSURL, "/events")
+	}
+	s.io = newClientIO(spec.Count, &s.phase)
+	return s
+}
+
+// transportURL turns ws://host:port/ws into http://host:port<path>.
+func transportURL(wsURL, path string) string {
+	u := strings.TrimSuffix(wsURL, "/ws")
+	switch {
+	case strings.HasPrefix(u, "ws://"):
+		u = "http://" + u[len("ws://"):]
+	case strings.HasPrefix(u, "wss://"):
+		u = "https://" + u[len("wss://"):]
+	}
+	return u + path
 }
 
 // connect opens the set's clients, Dialers at a time so the bridge's accept
@@ -106,12 +151,13 @@ func (s *clientSet) connect(ctx context.Context) {
 			if s.spec.Resume != "" {
 				url += "&last_event_id=" + s.spec.Resume
 			}
-			c, conn, br, err := dialClient(ctx, url, user, runTag(s.spec.Run))
+			c, conn, br, err := dialClient(ctx, s.spec.Transport == "sse", url, user, runTag(s.spec.Run))
 			if err != nil {
 				s.fail(fmt.Errorf("client u%d: %w", user, err))
 				return
 			}
 			c.caught = &s.caught
+			c.acks, c.ackExp, c.badAcks, c.srvClose = &s.acks, s.spec.RefreshExp, &s.badAcks, &s.srvClosed
 			if s.spec.Resume != "" {
 				c.cursor, _ = parseID([]byte(s.spec.Resume))
 				c.replaying = true
@@ -131,9 +177,67 @@ func (s *clientSet) connect(ctx context.Context) {
 	}
 }
 
-// url is user's /ws address, without resume parameters.
+// url is user's /ws (or /events) address, without resume parameters: its
+// name (and group) in the query, or a token naming it.
 func (s *clientSet) url(user int) string {
-	return s.spec.WSURL + "?user=" + userName(s.spec.Run, user)
+	if s.spec.JWTSecret != "" {
+		return s.base + "?token=" + s.token(user, s.spec.TokenExp)
+	}
+	u := s.base + "?user=" + userName(s.spec.Run, user)
+	if s.spec.GroupSize > 0 {
+		u += "&groups=" + groupName(s.spec.Run, user/s.spec.GroupSize)
+	}
+	return u
+}
+
+// token is user's HS256 token expiring at exp (unix s), with its group.
+func (s *clientSet) token(user int, exp int64) string {
+	claims := jwt.MapClaims{"sub": userName(s.spec.Run, user), "iat": time.Now().Unix() - 1, "exp": exp}
+	if s.spec.GroupSize > 0 {
+		claims["groups"] = []string{groupName(s.spec.Run, user/s.spec.GroupSize)}
+	}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(s.spec.JWTSecret))
+	if err != nil {
+		panic(err) // HS256 with a non-empty key does not fail
+	}
+	return tok
+}
+
+// refresh sends every open client a new token in band, {"token":"<jwt>"}
+// with exp RefreshExp, all at once: the wave that tokens issued together
+// cause. The tokens are signed first, so the wave is only the sending.
+func (s *clientSet) refresh() {
+	<-s.doneCh
+	frames := make([][]byte, len(s.clients))
+	for i, c := range s.clients {
+		if c != nil {
+			frames[i] = []byte(`{"token":"` + s.token(c.user, s.spec.RefreshExp) + `"}`)
+		}
+	}
+	for i, c := range s.clients {
+		if c == nil || c.down() {
+			continue
+		}
+		c.wmu.Lock()
+		send := c.send
+		c.wmu.Unlock()
+		if send != nil {
+			send(frames[i])
+		}
+	}
+}
+
+// command runs one of the parent's commands besides churn: "phase <n>"
+// and "refresh".
+func (s *clientSet) command(cmd string) {
+	switch {
+	case cmd == "refresh":
+		s.refresh()
+	case strings.HasPrefix(cmd, "phase "):
+		if n, err := strconv.Atoi(strings.TrimPrefix(cmd, "phase ")); err == nil {
+			s.phase.Store(int32(n))
+		}
+	}
 }
 
 func (s *clientSet) fail(err error) {
@@ -152,7 +256,8 @@ func (s *clientSet) failed() error {
 
 func (s *clientSet) status() setStatus {
 	st := setStatus{Connected: int(s.conn.Load()), CaughtUp: int(s.caught.Load()), Received: s.io.received(),
-		Reconnects: s.reconnects.Load(), Churning: s.churning.Load(), ConnectDone: s.done.Load()}
+		Reconnects: s.reconnects.Load(), Churning: s.churning.Load(), ConnectDone: s.done.Load(),
+		Acks: s.acks.Load(), BadAcks: s.badAcks.Load(), Closed: s.srvClosed.Load()}
 	if err := s.failed(); err != nil {
 		st.Err = err.Error()
 	}
@@ -191,11 +296,16 @@ func (s *clientSet) finish() *setStats {
 		st.Foreign += c.foreign
 		if c.serverClosed {
 			st.ServerClosed[c.closeCode]++
+			st.Closes = append(st.Closes, closeRec{User: c.user, Code: c.closeCode, AtUS: c.closedUS})
 		}
 		st.LastCaughtUpUS = max(st.LastCaughtUpUS, c.caughtUpUS)
 		c.mu.Unlock()
 	}
-	st.Hist, st.Samples, st.Replay = s.io.merged()
+	m := s.io.merged()
+	st.Hist, st.Samples, st.Replay = m.live, m.chart, m.replay
+	if s.phase.Load() != 0 || m.phases[0].N > 0 {
+		st.Phases = m.phases[:]
+	}
 	s.io.stop()
 	return st
 }
@@ -203,7 +313,8 @@ func (s *clientSet) finish() *setStats {
 // fleet is a set of clients in this process or in a child process.
 type fleet interface {
 	status() setStatus
-	churn(on bool) // start or stop reconnecting clients (spec.Churn); status().Churning until stopped
+	churn(on bool)      // start or stop reconnecting clients (spec.Churn); status().Churning until stopped
+	command(cmd string) // clientSet.command: "phase <n>", "refresh" (returns once sent, remote: once written)
 	finish() (*setStats, error)
 }
 
@@ -229,6 +340,8 @@ func (f *localFleet) churn(on bool) {
 		f.set.stopChurn()
 	}
 }
+
+func (f *localFleet) command(cmd string) { f.set.command(cmd) }
 
 func (f *localFleet) finish() (*setStats, error) {
 	f.cancel()
@@ -321,6 +434,8 @@ func (f *remoteFleet) churn(on bool) {
 	_, _ = io.WriteString(f.stdin, cmd)
 }
 
+func (f *remoteFleet) command(cmd string) { _, _ = io.WriteString(f.stdin, cmd+"\n") }
+
 func (f *remoteFleet) finish() (*setStats, error) {
 	_, _ = io.WriteString(f.stdin, "finish\n")
 	select {
@@ -373,6 +488,8 @@ func ClientMain(stdin io.Reader, stdout io.Writer) error {
 				set.stopChurn() // Churning in the status lines until it returns
 			case "finish":
 				return
+			default:
+				set.command(strings.TrimSpace(in.Text()))
 			}
 		}
 	}()

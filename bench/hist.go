@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 // latHist is a log-linear latency histogram in microseconds: exact below
@@ -114,13 +115,26 @@ type latencySink struct {
 	hist    latHist
 	samples []sample
 	rng     *rand.Rand
+
+	// phase, when set, splits the histogram by the run's phase as well
+	// (refresh: before, during and after the token wave).
+	phase  *atomic.Int32
+	phases [phaseCount]latHist
 }
+
+// phaseCount is how many phases a run's live latency is split into.
+const phaseCount = 3
 
 const reservoirSize = 4000
 
 func (s *latencySink) add(atUS, latUS int64) {
 	s.mu.Lock()
 	s.hist.add(latUS)
+	if s.phase != nil {
+		if ph := s.phase.Load(); ph >= 0 && ph < phaseCount {
+			s.phases[ph].add(latUS)
+		}
+	}
 	if len(s.samples) < reservoirSize {
 		s.samples = append(s.samples, sample{atUS, latUS})
 	} else {

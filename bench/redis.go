@@ -54,7 +54,7 @@ func (r *runner) producer(ctx context.Context, bar *progress) func(batch int) er
 		pipe := r.rdb.Pipeline()
 		for i := 0; i < batch; i++ {
 			to, u := "*", ""
-			if r.o.Scenario == "targeted" || (r.o.Scenario == "mixed" && rng.Float64() >= r.o.BroadcastShare) {
+			if r.o.Scenario == "targeted" || r.o.Scenario == "refresh" || (r.o.Scenario == "mixed" && rng.Float64() >= r.o.BroadcastShare) {
 				k := rng.IntN(r.o.Clients)
 				to, u = "user:"+userName(r.run, k), `,"u":`+strconv.Itoa(k)
 				r.perUser[k]++

@@ -52,7 +52,7 @@ func (res *Result) WriteTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 	row("scenario", res.Scenario)
-	if res.Scenario != "ingest" {
+	if res.Scenario != "ingest" && res.Scenario != "publish" {
 		row("clients", fmt.Sprintf("%d in %d process(es)", res.Clients, res.Procs))
 	}
 	row("stream", res.Stream)
@@ -61,8 +61,16 @@ func (res *Result) WriteTable(w io.Writer) {
 		row("connected and caught up in", fmt.Sprintf("%.2fs", res.Seconds))
 		row("clients closed by the bridge", closedText(res))
 	}
+	if res.Transport != "" && res.Scenario != "ingest" && res.Scenario != "publish" {
+		row("transport", res.Transport)
+	}
 	if res.Scenario == "ingest" {
 		res.ingestRows(row)
+	} else if res.Scenario == "revoke" || res.Scenario == "publish" {
+		res.controlRows(row)
+		if res.Scenario == "revoke" {
+			row("clients closed by the bridge", closedText(res))
+		}
 	} else if res.Published > 0 {
 		row("published", fmt.Sprintf("%d (%.0f/s)", res.Published, res.PublishedPerS))
 		row("delivered", fmt.Sprintf("%d of %d expected", res.Delivered, res.Expected))
@@ -82,6 +90,9 @@ func (res *Result) WriteTable(w io.Writer) {
 				row("replayed on resume p50/p99/max", fmt.Sprintf("%.2f / %.2f / %.2f ms (%d deliveries, publish to receive, time away included)",
 					res.ReplayP50ms, res.ReplayP99ms, res.ReplayMaxMs, res.Replayed))
 			}
+		}
+		if res.Scenario == "refresh" {
+			res.controlRows(row)
 		}
 		row("lost", fmt.Sprint(res.Lost))
 		row("duplicated", fmt.Sprint(res.Duplicated))
@@ -110,7 +121,11 @@ func (res *Result) WriteTable(w io.Writer) {
 		row("bridge RSS", fmt.Sprintf("%.1f MiB (base %.1f MiB, %.0f B per connection; Go heap in use %.0f B per connection)",
 			float64(res.RSSBytes)/(1<<20), float64(res.RSSBaseBytes)/(1<<20), res.RSSPerConnBytes, res.HeapPerConn))
 		row("bridge goroutines", fmt.Sprintf("%d (base %d)", res.Goroutines, res.GoroutinesBase))
-		row("bridge CPU", fmt.Sprintf("%.2fs", res.CPUSeconds))
+		if res.CPUPerDelivery > 0 {
+			row("bridge CPU", fmt.Sprintf("%.2fs (%.2f µs per delivery)", res.CPUSeconds, res.CPUPerDelivery))
+		} else {
+			row("bridge CPU", fmt.Sprintf("%.2fs", res.CPUSeconds))
+		}
 	}
 	if res.RSSLoadStart > 0 {
 		minute := "n/a (shorter than a minute)"

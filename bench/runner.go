@@ -28,6 +28,10 @@ type runner struct {
 	stormed        bool      // resume-storm: the missed events are in the stream
 	start          string    // ingest: where the groups start (0, or the last --delivered entry)
 	caughtUpOrigin int64     // resume-storm: unix µs the storm began
+	tokenExp       int64     // refresh: every client's first exp (unix s), the same for all
+	refreshExp     int64     // refresh: the exp of the tokens sent in band
+	revokedAt      []int64   // revoke: unix µs the first revoke naming client i was appended; 0: none
+	revokedKind    []byte    // revoke: 'u' (as a user) or 'g' (by its group)
 	t0             time.Time // the timeline's zero: the run's start
 }
 
@@ -50,7 +54,11 @@ func (r *runner) connect(ctx context.Context, resume string) error {
 	n, procs := r.o.Clients, r.res.Procs
 	per := (n + procs - 1) / procs
 	for first := 0; first < n; first += per {
-		spec := setSpec{WSURL: r.o.WSURL, First: first, Count: min(per, n-first), Resume: resume, Dialers: r.o.Dialers, Run: r.run, Churn: r.o.Churn}
+		spec := setSpec{WSURL: r.o.WSURL, First: first, Count: min(per, n-first), Resume: resume, Dialers: r.o.Dialers, Run: r.run, Churn: r.o.Churn,
+			Transport: r.o.Transport, GroupSize: r.o.GroupSize}
+		if r.o.Scenario == "refresh" {
+			spec.JWTSecret, spec.TokenExp, spec.RefreshExp = r.o.JWTSecret, r.tokenExp, r.refreshExp
+		}
 		if procs == 1 {
 			r.addFleet(startLocal(ctx, spec))
 			continue
@@ -99,6 +107,9 @@ func (r *runner) status() setStatus {
 		sum.CaughtUp += st.CaughtUp
 		sum.Received += st.Received
 		sum.Reconnects += st.Reconnects
+		sum.Acks += st.Acks
+		sum.BadAcks += st.BadAcks
+		sum.Closed += st.Closed
 		sum.Churning = sum.Churning || st.Churning
 		sum.ConnectDone = sum.ConnectDone && st.ConnectDone
 		if sum.Err == "" {
@@ -170,6 +181,10 @@ func (r *runner) closeAll() {
 		res.Reconnects += st.Reconnects
 		res.ReconnectFailed += st.ReconnectFails
 		res.rawSamples = append(res.rawSamples, st.Samples...)
+		res.closeRecs = append(res.closeRecs, st.Closes...)
+		for i := range min(len(st.Phases), phaseCount) {
+			res.phaseHist[i].merge(&st.Phases[i])
+		}
 		if st.LastCaughtUpUS > 0 && r.caughtUpOrigin > 0 {
 			res.CaughtUpSeconds = max(res.CaughtUpSeconds, float64(st.LastCaughtUpUS-r.caughtUpOrigin)/1e6)
 		}
@@ -182,6 +197,9 @@ func (r *runner) closeAll() {
 	}
 	if res.Seconds > 0 {
 		res.DeliveriesPerS = float64(res.Delivered) / res.Seconds
+	}
+	if res.Delivered > 0 && res.CPUSeconds > 0 {
+		res.CPUPerDelivery = 1e6 * res.CPUSeconds / float64(res.Delivered)
 	}
 	for i, u := range res.perClient {
 		if e := r.expected(i); e > u {

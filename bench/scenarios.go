@@ -61,6 +61,10 @@ func (r *runner) fanout(ctx context.Context) error {
 	bar := newProgress(r.o, r.o.Events, "publishing")
 	publish := r.producer(ctx, bar)
 	pubStart := time.Now()
+	if r.o.Scenario == "refresh" {
+		wave := r.startWave(ctx)
+		defer func() { <-wave }()
+	}
 	r.loadStartS = pubStart.Sub(r.t0).Seconds()
 	if r.o.Scenario == "mixed" {
 		r.res.BroadcastShare, r.res.ChurnPerS = r.o.BroadcastShare, r.o.Churn
@@ -117,7 +121,7 @@ func (r *runner) expected(i int) int64 {
 	switch r.o.Scenario {
 	case "broadcast":
 		return int64(r.res.Published)
-	case "targeted":
+	case "targeted", "refresh":
 		if r.perUser == nil {
 			return 0
 		}
