@@ -102,16 +102,35 @@ func TestPoll(t *testing.T) {
 	wsc := e2e.Dial(t, n.Listen, "user=alice&groups=ops", nil)
 	wsc.WaitControl("caught_up", 5*time.Second)
 
-	// At the head: nothing for poll_timeout, then an answer naming the head.
+	// No resume position (a client's first poll): answered at once with
+	// caught_up, naming the head, so the client learns its position.
 	start := time.Now()
 	r := doPoll(t, n.Listen, "user=alice&groups=ops")
 	if r.status != 200 || r.header.Get("Content-Type") != "application/json" || len(r.events()) != 0 {
+		t.Fatalf("first poll: %d %v %s", r.status, r.header, r.body)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("poll without a position answered after %v, want at once", el)
+	}
+	head := r.Last
+	if ms, seq, ok := strings.Cut(head, "-"); !ok || ms == "" || seq == "" || r.body != `{"frames":[{"control":"caught_up","last":"`+head+`"}],"last":"`+head+`"}` {
+		t.Fatalf("first poll: %s", r.body)
+	}
+	// wait=0 with a position at the head: the same, at once.
+	start = time.Now()
+	if r = doPoll(t, n.Listen, "user=alice&groups=ops&wait=0&last_event_id="+head); r.Last != head || len(r.Frames) != 1 || time.Since(start) > 2*time.Second {
+		t.Fatalf("wait=0 at the head: %s after %v", r.body, time.Since(start))
+	}
+	// At the head with a position: nothing for poll_timeout, then an answer
+	// naming the head.
+	start = time.Now()
+	r = doPoll(t, n.Listen, "user=alice&groups=ops&last_event_id="+head)
+	if r.status != 200 || len(r.events()) != 0 || r.Last != head {
 		t.Fatalf("empty poll: %d %v %s", r.status, r.header, r.body)
 	}
 	if el := time.Since(start); el < 2900*time.Millisecond {
 		t.Fatalf("poll at the head answered after %v, before poll_timeout", el)
 	}
-	head := r.Last
 
 	a1 := xadd(t, rdb, "notifications", "to", "user:alice", "type", "alarm.x", "data", `{"n":1}`)
 	xadd(t, rdb, "notifications", "to", "user:bob", "data", `"b"`)

@@ -43,9 +43,15 @@ func TestStreamTokenExpiry(t *testing.T) {
 	}
 	// A cookie works as on /ws.
 	tok = tokenExp(t, secret, "u1", time.Now().Add(2*time.Second))
+	// The first poll (no position) is answered at once; the one resuming
+	// from its last waits, and is answered when the token expires.
+	first := doPoll(t, n.Listen, "", "Cookie", "notifybridge_token="+tok)
+	if first.status != 200 || first.Last == "" {
+		t.Fatalf("first poll: %d %q", first.status, first.body)
+	}
 	start := time.Now()
-	p := doPoll(t, n.Listen, "", "Cookie", "notifybridge_token="+tok)
-	if p.status != 200 || time.Since(start) > 10*time.Second {
+	p := doPoll(t, n.Listen, "last_event_id="+first.Last, "Cookie", "notifybridge_token="+tok)
+	if p.status != 200 || len(p.events()) != 0 || p.Last != first.Last || time.Since(start) > 10*time.Second {
 		t.Fatalf("poll at expiry: %d %q after %v", p.status, p.body, time.Since(start))
 	}
 }

@@ -299,7 +299,8 @@ func (s *Server) decide(st *hsState, nc net.Conn, ip ipKey) (*Conn, bool, *refus
 		if vs := query["last_event_id"]; len(vs) > 0 && vs[len(vs)-1] != "" {
 			from = vs[len(vs)-1]
 		}
-		c.ioState().poll = &pollState{from: from}
+		// Without a position (or with wait=0) caught_up answers it at once.
+		c.ioState().poll = &pollState{from: from, atOnce: from == "" || query.Get("wait") == "0"}
 	}
 	// The handshake holds the job until registration: a Wake from the core
 	// before then only sets a bit, served right after.

@@ -237,10 +237,12 @@ func sseCloseEvent(code int, text string) []byte {
 }
 
 // pollState is what a waiting poll holds besides its Conn and cursor: the
-// frames pulled so far (shared slices) and the id it resumed from.
+// frames pulled so far (shared slices), the id it resumed from, and whether
+// caught_up alone answers it (a poll with no resume position, or wait=0).
 type pollState struct {
 	frames [][]byte
 	from   string
+	atOnce bool
 }
 
 // pollAnswer appends the whole answer to a poll: head with Content-Length,
@@ -289,10 +291,17 @@ var (
 // not (a poll at the head would be answered at once, every time), nor does a
 // gap alone: it comes before the replay's first page is read, and an answer
 // then would name no newer id, so the next poll would get the same gap.
-func pollReady(frames [][]byte) bool {
+// With atOnce (a poll with no resume position, or wait=0: the first of a
+// client's connection), caught_up alone does: the client learns its position
+// and that the path works at once, and its next poll waits.
+func pollReady(frames [][]byte, atOnce bool) bool {
 	gap, moved := false, false
 	for _, f := range frames {
-		switch id, control := frameID(framePayload(f)); {
+		p := framePayload(f)
+		if atOnce && bytes.HasPrefix(p, prefixCaughtUp) {
+			return true
+		}
+		switch id, control := frameID(p); {
 		case id != nil && !control:
 			return true
 		case id == nil:
@@ -341,15 +350,15 @@ func (w *worker) toSSE(bufs [][]byte, n0 int) [][]byte {
 	return bufs
 }
 
-// gatherPoll adds the frames bufs[n0:] to the poll's and, once they hold an
-// event or gap, or now (end: timeout, close, drain), puts the whole answer
-// in their place. It reports whether it did.
+// gatherPoll adds the frames bufs[n0:] to the poll's and, once pollReady
+// says they answer it, or now (end: timeout, close, drain), puts the whole
+// answer in their place. It reports whether it did.
 func (c *Conn) gatherPoll(bufs [][]byte, n0 int, end bool) ([][]byte, bool) {
 	ps := c.ioState().poll
 	ps.frames = append(ps.frames, bufs[n0:]...)
 	clear(bufs[n0:])
 	bufs = bufs[:n0]
-	if !end && !pollReady(ps.frames) {
+	if !end && !pollReady(ps.frames, ps.atOnce) {
 		return bufs, false
 	}
 	bufs = pollAnswer(bufs, ps.frames, ps.from)

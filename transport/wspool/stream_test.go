@@ -122,23 +122,28 @@ func TestPollAnswer(t *testing.T) {
 		from   string
 		body   string
 		ready  bool
+		atOnce bool // ready with atOnce (no resume position, or wait=0)
 	}{
-		{"empty", nil, "3-0", `{"frames":[],"last":"3-0"}`, false},
-		{"caught up only", []string{`{"control":"caught_up","last":"4-0"}`}, "", `{"frames":[{"control":"caught_up","last":"4-0"}],"last":"4-0"}`, false},
+		{"empty", nil, "3-0", `{"frames":[],"last":"3-0"}`, false, false},
+		{"caught up only", []string{`{"control":"caught_up","last":"4-0"}`}, "", `{"frames":[{"control":"caught_up","last":"4-0"}],"last":"4-0"}`, false, true},
 		{"events", []string{`{"id":"5-0","type":"t","data":1}`, `{"id":"6-0","type":"t","data":[2]}`, `{"control":"caught_up","last":"6-0"}`}, "4-0",
-			`{"frames":[{"id":"5-0","type":"t","data":1},{"id":"6-0","type":"t","data":[2]},{"control":"caught_up","last":"6-0"}],"last":"6-0"}`, true},
-		{"gap", []string{`{"control":"gap","requested":"1-0","oldest":"2-0"}`}, "1-0", `{"frames":[{"control":"gap","requested":"1-0","oldest":"2-0"}],"last":"1-0"}`, false},
+			`{"frames":[{"id":"5-0","type":"t","data":1},{"id":"6-0","type":"t","data":[2]},{"control":"caught_up","last":"6-0"}],"last":"6-0"}`, true, true},
+		{"cursor only", []string{`{"control":"cursor","last":"4-0"}`}, "2-0", `{"frames":[{"control":"cursor","last":"4-0"}],"last":"4-0"}`, false, false},
+		{"gap", []string{`{"control":"gap","requested":"1-0","oldest":"2-0"}`}, "1-0", `{"frames":[{"control":"gap","requested":"1-0","oldest":"2-0"}],"last":"1-0"}`, false, false},
 		{"gap and caught_up", []string{`{"control":"gap","requested":"1-0","oldest":"2-0"}`, `{"control":"caught_up","last":"3-0"}`}, "1-0",
-			`{"frames":[{"control":"gap","requested":"1-0","oldest":"2-0"},{"control":"caught_up","last":"3-0"}],"last":"3-0"}`, true},
+			`{"frames":[{"control":"gap","requested":"1-0","oldest":"2-0"},{"control":"caught_up","last":"3-0"}],"last":"3-0"}`, true, true},
 		{"caught_up then gap", []string{`{"control":"caught_up","last":"3-0"}`, `{"control":"gap","requested":"1-0","oldest":"2-0"}`}, "1-0",
-			`{"frames":[{"control":"caught_up","last":"3-0"},{"control":"gap","requested":"1-0","oldest":"2-0"}],"last":"3-0"}`, false},
+			`{"frames":[{"control":"caught_up","last":"3-0"},{"control":"gap","requested":"1-0","oldest":"2-0"}],"last":"3-0"}`, false, true},
 	} {
 		var frames [][]byte
 		for _, f := range tc.frames {
 			frames = append(frames, wsFrame(f))
 		}
-		if got := pollReady(frames); got != tc.ready {
+		if got := pollReady(frames, false); got != tc.ready {
 			t.Errorf("%s: ready %v", tc.name, got)
+		}
+		if got := pollReady(frames, true); got != tc.atOnce {
+			t.Errorf("%s: ready at once %v", tc.name, got)
 		}
 		bufs := pollAnswer([][]byte{[]byte("before")}, frames, tc.from)
 		if string(bufs[0]) != "before" {
