@@ -73,10 +73,11 @@ type Config struct {
 	GroupTTL          Duration
 	ReadinessGrace    Duration
 
-	Pprof     Bool
-	Demo      Bool
-	LogLevel  string
-	LogFormat string
+	Pprof          Bool
+	Demo           Bool
+	PresencePublic Bool
+	LogLevel       string
+	LogFormat      string
 
 	// authExplicit is true when auth was set by the user, not derived.
 	authExplicit bool
@@ -181,6 +182,7 @@ func (c *Config) settings() []setting {
 		{"readiness_grace", &c.ReadinessGrace, "Redis may go unanswered this long before /readyz turns 503 (0: at the first failed probe)", false},
 		{"pprof", &c.Pprof, "serve /debug/pprof/ on admin_listen", false},
 		{"demo", &c.Demo, "serve the demo page at /demo (needs auth=none; default on only with the embedded Redis)", false},
+		{"presence_public", &c.PresencePublic, "also answer GET /v1/presence on listen, to callers with a valid token as for /ws (needs auth=jwt)", false},
 		{"log_level", (*stringValue)(&c.LogLevel), "debug, info, warn or error", false},
 		{"log_format", (*stringValue)(&c.LogFormat), "json or console", false},
 	}
@@ -363,6 +365,9 @@ func (c *Config) Validate() error {
 	}
 	if c.effectiveDemo(auth) && auth != AuthNone && !c.clientOnly {
 		bad("demo", errors.New("may be on only with auth=none (it publishes without credentials)"))
+	}
+	if c.PresencePublic.B && auth == AuthNone && !failed["auth"] && !c.clientOnly {
+		bad("presence_public", errors.New("needs auth=jwt: on listen a caller proves who it is with a token, and auth=none has none (ask admin_listen instead)"))
 	}
 	return errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -373,5 +374,34 @@ func TestGroup(t *testing.T) {
 	c.NodeID = "n1"
 	if got := c.Group(); got != "notifybridge-n1" {
 		t.Fatalf("Group() = %q, want notifybridge-n1 (contract §4)", got)
+	}
+}
+
+// presence_public: a bool, and only with auth=jwt (on listen a caller
+// proves who it is with a token); the error names the setting.
+func TestPresencePublicSetting(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // "" loads
+	}{
+		{[]string{"--presence-public=maybe"}, `presence_public: must be true or false, got "maybe"`},
+		{[]string{"--presence-public"}, "presence_public: needs auth=jwt"},
+		{[]string{"--presence-public", "--redis-url", "redis://x:1", "--auth", "none"}, "presence_public: needs auth=jwt"},
+		{[]string{"--presence-public", "--jwt-secret", "s"}, ""},
+		{[]string{"--jwt-secret", "s"}, ""},
+	} {
+		c, err := loadT(t, tc.args, nil, "")
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.args, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		case tc.want == "" && c.PresencePublic.B != slices.Contains(tc.args, "--presence-public"):
+			t.Errorf("%v: presence_public = %v", tc.args, c.PresencePublic.B)
+		}
+	}
+	c, err := loadT(t, nil, nil, "presence_public: true\njwt_secret: s\n")
+	if err != nil || !c.PresencePublic.B {
+		t.Fatalf("from the file: %v", err)
 	}
 }

@@ -114,7 +114,7 @@ func New(cfg *config.Config, log *zap.Logger, version string) (_ *Node, err erro
 		Accept:              handlers.Accept(n.hub),
 		Hooks:               n.tel,
 		Logger:              log.Named("ws"),
-		HTTPHandler:         pages(cfg, n.redis, log),
+		HTTPHandler:         pages(cfg, n.redis, auth, log),
 	})
 	if err != nil {
 		return nil, err
@@ -263,9 +263,13 @@ func authenticator(cfg *config.Config) (wspool.Authenticator, error) {
 }
 
 // pages serves the plain HTTP paths that share the listen port with /ws:
-// POST /v1/publish when publish_key is set, and the demo when demo is on.
-func pages(cfg *config.Config, rc *Redis, log *zap.Logger) http.Handler {
+// POST /v1/publish when publish_key is set, GET /v1/presence for callers
+// with a token when presence_public is on, and the demo when demo is on.
+func pages(cfg *config.Config, rc *Redis, auth wspool.Authenticator, log *zap.Logger) http.Handler {
 	mux := http.NewServeMux()
+	if cfg.PresencePublic.B {
+		mux.Handle("GET /v1/presence", publicPresenceHandler(auth, rc.Client, cfg.Stream))
+	}
 	if cfg.PublishKey != "" {
 		mux.Handle("POST /v1/publish", publishHandler(cfg.PublishKey, publisher.New(rc.Client, cfg.Stream, cfg.Limits()), cfg.Limits(), log.Named("publish")))
 	}

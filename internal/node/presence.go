@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/notifybridge/notifybridge/bridge"
+	"github.com/notifybridge/notifybridge/transport/wspool"
 )
 
 // Presence: every presenceInterval each node replaces its hash
@@ -138,4 +140,27 @@ func PresenceItem(user, group string) (string, error) {
 		}
 		return bridge.GroupPrefix + group, nil
 	}
+}
+
+// publicPresenceHandler is GET /v1/presence on listen (presence_public): the
+// caller proves who it is as for /ws (a token from Authorization: Bearer,
+// the notifybridge_token cookie or ?token=, checked by the same
+// authenticator, revocations included), then gets the same answer as on
+// admin_listen. Any authenticated caller may ask about any user or group:
+// the counts say how many are connected, never who or from where.
+func publicPresenceHandler(auth wspool.Authenticator, rdb redis.UniversalClient, stream string) http.Handler {
+	inner := presenceHandler(rdb, stream)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := auth.Authenticate(&wspool.AuthRequest{Query: r.URL.Query(), Authorization: r.Header.Get("Authorization"),
+			Cookie: r.Header.Get("Cookie")})
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="notifybridge presence"`)
+			publishError(w, http.StatusUnauthorized, "presence: "+oneLineErr(err))
+			return
+		}
+		// The answer is about other people: no cache may keep it for
+		// another caller.
+		w.Header().Set("Cache-Control", "no-store")
+		inner.ServeHTTP(w, r)
+	})
 }
