@@ -144,8 +144,8 @@ const HandlerName = "ingest"
 // is dead-lettered at once; any other error or panic is retried in place
 // with bounded exponential backoff, then dead-lettered with the error as
 // reason; a dead letter that cannot be written fails the message, so the
-// Subscriber sends it again and nothing is lost (the entries of a batch
-// settled before it are not taken twice). Stream order holds throughout:
+// Subscriber sends it again and nothing is lost (of a batch, only the entries
+// from the failing one on: those before it are acked, streams.Settled). Stream order holds throughout:
 // the Subscriber sends the next message only once this one is settled.
 func NewRouter(sub message.Subscriber, cfg IngestConfig) (*message.Router, error) {
 	cfg.setDefaults()
@@ -167,14 +167,6 @@ func NewRouter(sub message.Subscriber, cfg IngestConfig) (*message.Router, error
 type ingestHandler struct {
 	cfg *IngestConfig
 	log *zap.Logger
-	// failed remembers, after a message failed, its first entry and how many
-	// of its entries were settled, so that its redelivery (the next message,
-	// with the same entries) does not take them again. Only the Router's one
-	// message in flight touches it.
-	failed struct {
-		first   string
-		settled int
-	}
 }
 
 func (h *ingestHandler) handle(msg *message.Message) error {
@@ -185,16 +177,13 @@ func (h *ingestHandler) handle(msg *message.Message) error {
 			entries[0].ID = msg.UUID
 		}
 	}
-	skip := 0
-	if h.failed.first == entries[0].ID {
-		skip = h.failed.settled
-	}
-	h.failed.first = ""
-	for i := skip; i < len(entries); i++ {
+	for i := range entries {
 		if err := h.settle(msg.Context(), &entries[i]); err != nil {
-			h.failed.first, h.failed.settled = entries[0].ID, i
 			return err
 		}
+		// If a later entry fails the message, this one is acked and not
+		// taken again: only the rest of the batch comes back.
+		streams.Settled(msg, i+1)
 	}
 	return nil
 }

@@ -30,7 +30,9 @@ import (
 // the data sizes ("200,1024") and NB_BENCH_ROWS the loops run
 // ("raw,router,ingest,hub"; profile one with -cpuprofile), NB_BENCH_RUNS
 // repeats the whole sequence, NB_BENCH_BATCH and NB_BENCH_ACK_BATCH set the
-// Subscriber's BatchSize and AckBatch (default 256 each).
+// Subscriber's BatchSize and AckBatch (default 256 each), and
+// NB_BENCH_PER_ENTRY=1 makes it send a message per entry instead of one per
+// read batch (streams.Config.Batched, as the node runs).
 func TestIngestThroughput(t *testing.T) {
 	if os.Getenv("NB_BENCH") != "1" {
 		t.Skip("set NB_BENCH=1 to run the ingest benchmark")
@@ -222,7 +224,7 @@ const (
 func routerLoop(mode loopMode) func(t *testing.T, c *redis.Client, stream string, n int) time.Duration {
 	return func(t *testing.T, c *redis.Client, stream string, n int) time.Duration {
 		hooks := &doneHooks{target: int64(n), done: make(chan struct{})}
-		cfg := streams.Config{Stream: stream, Group: "g", Consumer: "c", Hooks: hooks}
+		cfg := streams.Config{Stream: stream, Group: "g", Consumer: "c", Hooks: hooks, Batched: os.Getenv("NB_BENCH_PER_ENTRY") != "1"}
 		if v := os.Getenv("NB_BENCH_BATCH"); v != "" {
 			fmt.Sscan(v, &cfg.BatchSize)
 		}

@@ -1,7 +1,7 @@
 package streams
 
 import (
-	"context"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
@@ -16,18 +16,37 @@ type Entry struct {
 	Fields map[string]string
 }
 
-type entriesKey struct{}
+// batchState is what a batched message carries in its context.
+type batchState struct {
+	entries []Entry
+	settled atomic.Int64
+}
+
+type batchKey struct{}
 
 // Entries returns the entries of a batched message, in stream order, or nil
 // for a message that carries one entry in its metadata (Config.Batched off,
 // or a message from another Subscriber). The handler may read them, not
-// change them: a redelivery after a Nack carries the same slice.
+// change them.
 //
 // They ride in the message's context rather than its payload so that
 // nothing is copied or encoded between the read and the handler.
 func Entries(msg *message.Message) []Entry {
-	entries, _ := msg.Context().Value(entriesKey{}).([]Entry)
-	return entries
+	if b, ok := msg.Context().Value(batchKey{}).(*batchState); ok {
+		return b.entries
+	}
+	return nil
+}
+
+// Settled tells the Subscriber that the first n entries of a batched message
+// are done with (taken, or dead-lettered). If the message is then nacked, or
+// not settled before Close, those n are acknowledged and only the rest is
+// sent again; without it the whole batch would be. It does nothing for a
+// message that is not batched.
+func Settled(msg *message.Message, n int) {
+	if b, ok := msg.Context().Value(batchKey{}).(*batchState); ok {
+		b.settled.Store(int64(n))
+	}
 }
 
 // toEntries converts a read batch, leaving out the ids Redis returned
@@ -50,8 +69,4 @@ func toEntries(batch []redis.XMessage) (entries []Entry, trimmed []string) {
 		entries = append(entries, Entry{ID: xm.ID, Fields: fields})
 	}
 	return entries, trimmed
-}
-
-func withEntries(ctx context.Context, entries []Entry) context.Context {
-	return context.WithValue(ctx, entriesKey{}, entries)
 }

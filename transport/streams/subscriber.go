@@ -414,12 +414,16 @@ func (c *consumer) deliverEntry(ctx, detached context.Context, xm *redis.XMessag
 		msg.Metadata[MetadataEntryTime] = idTime(xm.ID)
 		msg.SetContext(msgCtx)
 		return msg
+	}, func(*message.Message) bool {
+		return true // the entry comes again
 	}, func() { c.acks.add(xm.ID) })
 }
 
 // deliverBatch hands a whole read batch to the router as one message
 // (Config.Batched) and waits until it is settled, like deliverEntry; its Ack
-// acknowledges every entry of it.
+// acknowledges every entry of it. After a Nack (or a Close that cuts it
+// short) the entries the handler marked Settled are acknowledged, and only
+// the rest comes again.
 func (c *consumer) deliverBatch(ctx, detached context.Context, batch []redis.XMessage) bool {
 	entries, trimmed := toEntries(batch)
 	for _, id := range trimmed {
@@ -428,21 +432,31 @@ func (c *consumer) deliverBatch(ctx, detached context.Context, batch []redis.XMe
 	if len(entries) == 0 {
 		return true
 	}
-	first := entries[0].ID
-	return c.deliver(ctx, detached, first, func(msgCtx context.Context) *message.Message {
+	return c.deliver(ctx, detached, entries[0].ID, func(msgCtx context.Context) *message.Message {
+		first := entries[0].ID
 		msg := message.NewMessage(first, nil)
 		msg.Metadata[MetadataEntryID] = first
 		msg.Metadata[MetadataEntryTime] = idTime(first)
-		msg.SetContext(withEntries(msgCtx, entries))
+		msg.SetContext(context.WithValue(msgCtx, batchKey{}, &batchState{entries: entries}))
 		return msg
+	}, func(msg *message.Message) bool {
+		b := msg.Context().Value(batchKey{}).(*batchState)
+		n := min(int(b.settled.Load()), len(entries))
+		c.acks.addEntries(entries[:n])
+		entries = entries[n:]
+		return len(entries) > 0
 	}, func() { c.acks.addEntries(entries) })
 }
 
 // deliver sends the message newMsg makes to the router and waits until it is
-// settled: acked (then it calls acked), or nacked (then it sends a new one
-// after a backoff; Watermill messages are acked once). It returns false when
-// the subscription ends first. id names the message in the log.
-func (c *consumer) deliver(ctx, detached context.Context, id string, newMsg func(context.Context) *message.Message, onAck func()) bool {
+// settled. Acked: it calls onAck. Nacked, or cut short by the end of the
+// subscription: it calls unsettled, and if that returns true (something is
+// left to send) and the subscription goes on it sends a new message after a
+// backoff (Watermill messages are acked
+// once). It returns false when the subscription ends first. id names the
+// message in the log.
+func (c *consumer) deliver(ctx, detached context.Context, id string, newMsg func(context.Context) *message.Message,
+	unsettled func(msg *message.Message) bool, onAck func()) bool {
 	var redeliver *backoff.Backoff // only after a nack
 	for {
 		if ctx.Err() != nil {
@@ -464,6 +478,9 @@ func (c *consumer) deliver(ctx, detached context.Context, id string, newMsg func
 		if acked {
 			onAck()
 			return true
+		}
+		if !unsettled(msg) {
+			return true // nothing is left to send
 		}
 		if !settled {
 			return false
