@@ -1,9 +1,11 @@
 // Package bench is the load generator behind `notifybridge bench`: it opens
-// WebSocket clients against a bridge, publishes through Redis at a paced
-// rate, and reports throughput, latency, loss, duplicates and the bridge's
-// memory and CPU. Lost or duplicated events make the run fail. The mixed
-// scenario is the soak: targeted and broadcast events while clients keep
-// reconnecting, with the bridge's RSS followed over the whole run.
+// WebSocket (or SSE, --transport sse) clients against a bridge, publishes
+// through Redis at a paced rate, and reports throughput, latency, loss,
+// duplicates and the bridge's memory and CPU. Lost or duplicated events make
+// the run fail. The mixed scenario is the soak: targeted and broadcast
+// events while clients keep reconnecting, with the bridge's RSS followed
+// over the whole run. revoke, refresh and publish measure the control plane
+// (control.go).
 package bench
 
 import (
@@ -22,7 +24,7 @@ import (
 
 // Options describe one run.
 type Options struct {
-	Scenario  string        // idle, broadcast, targeted, resume-storm, mixed, ingest
+	Scenario  string        // idle, broadcast, targeted, resume-storm, mixed, ingest, revoke, refresh, publish
 	Clients   int           // WebSocket clients
 	Procs     int           // client processes; 0: as few as MaxClientsPerProcess allows
 	Rate      int           // events per second; 0 = as fast as possible
