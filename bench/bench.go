@@ -39,14 +39,15 @@ type Options struct {
 	Dialers   int           // concurrent handshakes per process (0: 256)
 	Slow      int           // broadcast/targeted: extra clients that never read (write_timeout, eviction)
 	RawXRead  bool          // broadcast/targeted: also measure a plain XREAD BLOCK subscriber, same run
-	Transport string        // ws (default) or sse: what the clients open, /ws or /events
+	Transport string        // ws (default), sse or poll: what the clients open, /ws, /events or /poll
 
-	GroupSize    int    // revoke: clients per group (client i is in group i/GroupSize)
-	Revokes      int    // revoke: single users revoked one after another
-	RevokeGroups int    // revoke: groups revoked one after another (the last ones)
-	JWTSecret    string // refresh: the bridge's HS256 secret (default: a random one for a started bridge)
-	PublishKey   string // publish: the bridge's publish_key (default: a random one for a started bridge)
-	Concurrency  int    // publish: requests (and XADDs) in flight
+	GroupSize     int           // revoke: clients per group (client i is in group i/GroupSize)
+	Revokes       int           // revoke: single users revoked one after another
+	RevokeGroups  int           // revoke: groups revoked one after another (the last ones)
+	JWTSecret     string        // refresh: the bridge's HS256 secret (default: a random one for a started bridge)
+	RefreshSpread time.Duration // refresh: the in-band tokens go out evenly over this long (0: at once)
+	PublishKey    string        // publish: the bridge's publish_key (default: a random one for a started bridge)
+	Concurrency   int           // publish: requests (and XADDs) in flight
 
 	BroadcastShare float64 // mixed: fraction of events (0..1) to everyone; the rest to one random client each
 	Churn          float64 // mixed: percent of clients that close and reconnect (resuming) each second
@@ -253,9 +254,12 @@ func (o *Options) validate() error {
 	switch o.Transport {
 	case "":
 		o.Transport = "ws"
-	case "ws", "sse":
+	case "ws", "sse", "poll":
 	default:
-		return fmt.Errorf("transport: must be ws or sse, got %q", o.Transport)
+		return fmt.Errorf("transport: must be ws, sse or poll, got %q", o.Transport)
+	}
+	if o.Transport == "poll" && (o.Scenario == "mixed" || o.Scenario == "revoke" || o.Slow > 0) {
+		return errors.New("transport: poll runs idle, broadcast, targeted and resume-storm (a poll sees no close code, and holds no connection to churn or stall)")
 	}
 	if o.Transport == "sse" && o.Scenario == "refresh" {
 		return errors.New("transport: refresh sends the token in band, over a WebSocket; use --transport ws")

@@ -31,6 +31,9 @@ type wsClient struct {
 	user int
 	tag  []byte // runTag
 	sse  bool   // the connection is GET /events (SSE lines), not a WebSocket
+	// pollURL, for --transport poll, is the client's GET /poll address
+	// without a position; the poll loop adds last_event_id.
+	pollURL string
 
 	// wmu serialises writes (pongs, our close frame) and the transport's
 	// own state: the connection or descriptor the frames come from.

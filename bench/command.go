@@ -24,11 +24,12 @@ func Command(args []string, stdout, stderr io.Writer) error {
 	var report, svg, extra, env string
 	fs.StringVar(&o.Scenario, "scenario", "broadcast", "idle, broadcast, targeted, resume-storm, mixed (targeted and broadcast events while clients reconnect), ingest (catch-up of a backlog by a started bridge, beside a raw XREADGROUP loop), "+
 		"revoke (control=disconnect entries: XADD → close 4001 on the client), refresh (in-band token refresh of every client at once during targeted events) or publish (POST /v1/publish beside XADD)")
-	fs.StringVar(&o.Transport, "transport", "ws", "what the clients open: ws (GET /ws) or sse (GET /events)")
+	fs.StringVar(&o.Transport, "transport", "ws", "what the clients open: ws (GET /ws), sse (GET /events) or poll (GET /poll, one request after the other)")
 	fs.IntVar(&o.GroupSize, "group-size", 1000, "revoke: clients per group")
 	fs.IntVar(&o.Revokes, "revokes", 100, "revoke: single users revoked one after another, 20 a second")
 	fs.IntVar(&o.RevokeGroups, "revoke-groups", 3, "revoke: groups revoked whole, one after another (the last groups)")
 	fs.StringVar(&o.JWTSecret, "jwt-secret", "", "refresh: the bridge's HS256 secret (default: a random one, given to the started bridge)")
+	fs.DurationVar(&o.RefreshSpread, "refresh-spread", 0, "refresh: send the in-band tokens evenly over this long instead of all at once (an SDK's jitter)")
 	fs.StringVar(&o.PublishKey, "publish-key", "", "publish: the bridge's publish_key (default: a random one, given to the started bridge)")
 	fs.IntVar(&o.Concurrency, "concurrency", 8, "publish: requests (and XADDs) in flight")
 	fs.IntVar(&o.Clients, "clients", 1000, "WebSocket clients")

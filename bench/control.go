@@ -48,6 +48,7 @@ type controlResult struct {
 	TokenAcks   int64        `json:"token_answers,omitempty"`
 	BadAcks     int64        `json:"token_answers_wrong_exp,omitempty"`
 	WaveSeconds float64      `json:"refresh_wave_seconds,omitempty"` // first token sent → last answer read
+	Spread      float64      `json:"refresh_spread_seconds,omitempty"`
 	Phases      []phaseStats `json:"phases,omitempty"`
 
 	Concurrency  int     `json:"concurrency,omitempty"`
@@ -95,6 +96,9 @@ func (o *Options) validateControl() error {
 			return errors.New("revokes: nothing to revoke (set --revokes or --revoke-groups)")
 		}
 	case "refresh":
+		if o.RefreshSpread < 0 || o.RefreshSpread > 0 && o.RefreshSpread >= o.Duration/2 {
+			return fmt.Errorf("refresh-spread: must be >= 0 and shorter than half of --duration (%v)", o.Duration)
+		}
 		if o.JWTSecret == "" {
 			if o.WSURL != "" {
 				return errors.New("jwt-secret: refresh against --ws-url needs the bridge's HS256 secret")
@@ -225,7 +229,8 @@ func (r *runner) startWave(ctx context.Context) <-chan struct{} {
 		for _, f := range r.fleets {
 			f.command("phase 1")
 		}
-		r.logf("refresh: %d tokens sent in band", r.o.Clients)
+		r.res.Spread = r.o.RefreshSpread.Seconds()
+		r.logf("refresh: %d tokens sent in band (spread over %v)", r.o.Clients, r.o.RefreshSpread)
 		start := time.Now()
 		var wg sync.WaitGroup
 		for _, f := range r.fleets {
@@ -399,7 +404,7 @@ func (res *Result) controlRows(row func(k, v string)) {
 		}
 		row("closes expected / stray", fmt.Sprintf("%d / %d", res.RevokeExpected, res.RevokeStray))
 	case "refresh":
-		row("tokens refreshed in band", fmt.Sprintf("%d answered of %d (%d with another exp), in %.2fs", res.TokenAcks, res.Clients, res.BadAcks, res.WaveSeconds))
+		row("tokens refreshed in band", fmt.Sprintf("%d answered of %d (%d with another exp), in %.2fs (sent over %.1fs)", res.TokenAcks, res.Clients, res.BadAcks, res.WaveSeconds, res.Spread))
 		for _, p := range res.Phases {
 			row("live latency "+p.Name, fmt.Sprintf("p50 %.2f, p99 %.2f, max %.2f ms (%d deliveries)", p.P50, p.P99, p.Max, p.N))
 		}

@@ -104,8 +104,16 @@ func TestRevokeScenario(t *testing.T) {
 // targeted events; every one is answered with the new exp, none closes,
 // nothing is lost, and the live latency is split into the three phases.
 func TestRefreshScenario(t *testing.T) {
-	t.Parallel()
-	res := runScenario(t, Options{Scenario: "refresh", Clients: 100, Procs: 2, Rate: 200, Duration: 3 * time.Second})
+	for _, spread := range []time.Duration{0, 500 * time.Millisecond} {
+		t.Run(spread.String(), func(t *testing.T) {
+			t.Parallel()
+			testRefresh(t, spread)
+		})
+	}
+}
+
+func testRefresh(t *testing.T, spread time.Duration) {
+	res := runScenario(t, Options{Scenario: "refresh", Clients: 100, Procs: 2, Rate: 200, Duration: 4 * time.Second, RefreshSpread: spread})
 	if res.TokenAcks != 100 || res.BadAcks != 0 || res.Closed != 0 || res.Failed() || res.Delivered != res.Expected || len(res.Phases) != phaseCount {
 		t.Fatalf("answers %d (%d wrong), closed %d, lost %d, delivered %d of %d, phases %v",
 			res.TokenAcks, res.BadAcks, res.Closed, res.Lost, res.Delivered, res.Expected, res.Phases)
@@ -114,7 +122,7 @@ func TestRefreshScenario(t *testing.T) {
 	for _, p := range res.Phases {
 		n += p.N
 	}
-	if n != res.LatencySamples || res.Phases[0].N == 0 || res.Phases[2].N == 0 {
+	if n != res.LatencySamples || res.Phases[0].N == 0 || res.Phases[2].N == 0 || res.WaveSeconds < spread.Seconds()*0.9 {
 		t.Fatalf("phases %v hold %d of %d samples", res.Phases, n, res.LatencySamples)
 	}
 }
@@ -135,15 +143,38 @@ func TestScenarioOptions(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{Options{Scenario: "broadcast", Transport: "poll", Clients: 1, Events: 1}, "transport:"},
+		{Options{Scenario: "broadcast", Transport: "carrier-pigeon", Clients: 1, Events: 1}, "transport:"},
 		{Options{Scenario: "refresh", Transport: "sse", Clients: 1, Events: 1}, "transport:"},
 		{Options{Scenario: "revoke", Clients: 100, GroupSize: 10, RevokeGroups: 11}, "revoke-groups:"},
 		{Options{Scenario: "revoke", Clients: 100, GroupSize: 10, RevokeGroups: 9, Revokes: 11}, "revokes:"},
 		{Options{Scenario: "refresh", Clients: 1, Events: 1, WSURL: "ws://x/ws"}, "jwt-secret:"},
 		{Options{Scenario: "publish", WSURL: "ws://x/ws"}, "publish-key:"},
+		{Options{Scenario: "refresh", Clients: 1, Events: 1, Duration: 4 * time.Second, RefreshSpread: 2 * time.Second}, "refresh-spread:"},
 	} {
 		if err := tc.o.validate(); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %s…", tc.o, err, tc.want)
+		}
+	}
+}
+
+// TestPollTransport: broadcast and targeted over GET /poll, clients in
+// this process and a bench-client process, deliver everything once; the
+// scenarios a poll cannot run are refused.
+func TestPollTransport(t *testing.T) {
+	for _, sc := range []string{"broadcast", "targeted"} {
+		t.Run(sc, func(t *testing.T) {
+			t.Parallel()
+			res := runScenario(t, Options{Scenario: sc, Transport: "poll", Clients: 50, Procs: 2, Rate: 100, Duration: 2 * time.Second})
+			if res.Failed() || res.Delivered != res.Expected || res.Expected == 0 || res.Closed != 0 {
+				t.Fatalf("lost %d duplicated %d misdelivered %d delivered %d of %d, closed %d",
+					res.Lost, res.Duplicated, res.Misdelivered, res.Delivered, res.Expected, res.Closed)
+			}
+		})
+	}
+	for _, sc := range []string{"mixed", "revoke"} {
+		o := Options{Scenario: sc, Transport: "poll", Clients: 10, Events: 1, Revokes: 1}
+		if err := o.validate(); err == nil || !strings.HasPrefix(err.Error(), "transport:") {
+			t.Errorf("%s over poll: %v", sc, err)
 		}
 	}
 }

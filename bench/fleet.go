@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -40,6 +41,9 @@ type setSpec struct {
 	JWTSecret  string `json:"jwt_secret,omitempty"`  // set: clients connect with an HS256 ?token= instead of ?user=
 	TokenExp   int64  `json:"token_exp,omitempty"`   // the exp (unix s) of every client's first token
 	RefreshExp int64  `json:"refresh_exp,omitempty"` // the exp of the tokens a "refresh" sends in band
+	// RefreshSpread spreads a refresh's sends evenly over this long (0: all
+	// at once), as an SDK refreshing at a jittered point of the lifetime would.
+	RefreshSpread time.Duration `json:"refresh_spread,omitempty"`
 }
 
 // setStatus is a set's progress, sent by child processes as JSON lines.
@@ -111,10 +115,17 @@ type clientSet struct {
 
 func newClientSet(spec setSpec) *clientSet {
 	s := &clientSet{spec: spec, base: spec.WSURL, clients: make([]*wsClient, spec.Count), doneCh: make(chan struct{})}
-	if spec.Transport == "sse" {
+	switch spec.Transport {
+	case "sse":
 		s.base = transportURL(spec.WSURL, "/events")
+	case "poll":
+		s.base = transportURL(spec.WSURL, "/poll")
 	}
-	s.io = newClientIO(spec.Count, &s.phase)
+	if spec.Transport == "poll" {
+		s.io = newPollIO(&s.phase)
+	} else {
+		s.io = newClientIO(spec.Count, &s.phase)
+	}
 	return s
 }
 
@@ -151,7 +162,15 @@ func (s *clientSet) connect(ctx context.Context) {
 			if s.spec.Resume != "" {
 				url += "&last_event_id=" + s.spec.Resume
 			}
-			c, conn, br, err := dialClient(ctx, s.spec.Transport == "sse", url, user, runTag(s.spec.Run))
+			var c *wsClient
+			var conn net.Conn
+			var br *bufio.Reader
+			var err error
+			if s.spec.Transport == "poll" {
+				c = &wsClient{user: user, tag: runTag(s.spec.Run), pollURL: s.url(user), done: make(chan struct{})}
+			} else {
+				c, conn, br, err = dialClient(ctx, s.spec.Transport == "sse", url, user, runTag(s.spec.Run))
+			}
 			if err != nil {
 				s.fail(fmt.Errorf("client u%d: %w", user, err))
 				return
@@ -163,7 +182,9 @@ func (s *clientSet) connect(ctx context.Context) {
 				c.replaying = true
 			}
 			if err := s.io.attach(c, conn, br); err != nil {
-				_ = conn.Close()
+				if conn != nil {
+					_ = conn.Close()
+				}
 				s.fail(fmt.Errorf("client u%d: %w", user, err))
 				return
 			}
@@ -204,8 +225,9 @@ func (s *clientSet) token(user int, exp int64) string {
 }
 
 // refresh sends every open client a new token in band, {"token":"<jwt>"}
-// with exp RefreshExp, all at once: the wave that tokens issued together
-// cause. The tokens are signed first, so the wave is only the sending.
+// with exp RefreshExp, all at once (the wave that tokens issued together
+// cause) or spread over RefreshSpread. The tokens are signed first, so the
+// wave is only the sending.
 func (s *clientSet) refresh() {
 	<-s.doneCh
 	frames := make([][]byte, len(s.clients))
@@ -214,7 +236,13 @@ func (s *clientSet) refresh() {
 			frames[i] = []byte(`{"token":"` + s.token(c.user, s.spec.RefreshExp) + `"}`)
 		}
 	}
+	start := time.Now()
 	for i, c := range s.clients {
+		if d := s.spec.RefreshSpread; d > 0 {
+			if ahead := time.Until(start.Add(d * time.Duration(i) / time.Duration(len(s.clients)))); ahead > time.Millisecond {
+				time.Sleep(ahead)
+			}
+		}
 		if c == nil || c.down() {
 			continue
 		}

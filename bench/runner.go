@@ -57,7 +57,7 @@ func (r *runner) connect(ctx context.Context, resume string) error {
 		spec := setSpec{WSURL: r.o.WSURL, First: first, Count: min(per, n-first), Resume: resume, Dialers: r.o.Dialers, Run: r.run, Churn: r.o.Churn,
 			Transport: r.o.Transport, GroupSize: r.o.GroupSize}
 		if r.o.Scenario == "refresh" {
-			spec.JWTSecret, spec.TokenExp, spec.RefreshExp = r.o.JWTSecret, r.tokenExp, r.refreshExp
+			spec.JWTSecret, spec.TokenExp, spec.RefreshExp, spec.RefreshSpread = r.o.JWTSecret, r.tokenExp, r.refreshExp, r.o.RefreshSpread
 		}
 		if procs == 1 {
 			r.addFleet(startLocal(ctx, spec))
