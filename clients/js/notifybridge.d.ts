@@ -68,8 +68,15 @@ export interface ConnectOptions {
   storageKey?: string;
   /** Where storageKey lives; defaults to `globalThis.localStorage`. */
   storage?: Pick<Storage, 'getItem' | 'setItem'>;
-  /** Returns a fresh token after close 1008 or when the current token's `exp` has passed. */
+  /**
+   * Returns a new token: at `refreshAt` of the token's lifetime (sent in band on a WebSocket),
+   * after close 1008 (expired) or 4001 (revoked), on HTTP 401 from SSE or poll, or when the
+   * token's `exp` has passed before a reconnect. Without it (or when it returns the refused
+   * token again) an expired or revoked connection ends (state `closed`).
+   */
   onTokenExpired?: () => string | Promise<string>;
+  /** Fraction of the token's lifetime at which it is refreshed (default 0.8, ± 5 % jitter); 0: off. */
+  refreshAt?: number;
   /** Transports in the order tried (default `['websocket', 'sse', 'poll']`); unavailable ones are skipped. */
   transports?: TransportName[];
   /** SSE endpoint; default: `url` with its last path segment replaced by `events`. */
@@ -111,8 +118,10 @@ export declare class Connection {
 
 /** The default transport order. */
 export declare const TRANSPORTS: readonly TransportName[];
+/** Close codes the SDK acts on; every other code reconnects and resumes. */
+export declare const CloseCodes: Readonly<{ TOKEN_EXPIRED: 1008; REVOKED: 4001; GROUPS_CHANGED: 4002 }>;
 /** A text/event-stream parser fed arbitrary chunks; calls `frame(data)` once per event with data. */
-export declare function sseParser(handler: { frame(data: string): void }): (chunk: string) => void;
+export declare function sseParser(handler: { frame(data: string): void; named?(event: string, data: string): void }): (chunk: string) => void;
 export declare function connect(options: ConnectOptions): Connection;
 /** Numeric comparison of two `<ms>-<seq>` ids. */
 export declare function compareIds(a: string, b: string): -1 | 0 | 1;

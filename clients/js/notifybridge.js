@@ -11,7 +11,12 @@
 //   - it reconnects with capped exponential backoff and jitter, so a node
 //     shutting down (1001) does not get all its clients back in one instant;
 //   - it asks the app for a fresh token when the bridge says the old one
-//     expired (1008) instead of hammering the bridge with a dead token.
+//     expired (1008) instead of hammering the bridge with a dead token, and
+//     before that, at ~80% of the token's lifetime, refreshes it in band
+//     (WebSocket: {"token":…} on the open connection, no reconnect);
+//   - it treats a revocation (4001, or HTTP 401 on SSE/poll) as "stop, or get
+//     a new token", never as "reconnect with the same token"; 4002 (groups
+//     changed by a refresh) reconnects at once and resumes.
 //
 //   - it falls back from WebSocket to SSE to long-poll when a transport cannot
 //     open or delivers nothing, and remembers what worked for the page's life;
@@ -75,9 +80,14 @@
  *   resumes where the last one stopped.
  * @property {Pick<Storage,'getItem'|'setItem'>} [storage] Where storageKey lives;
  *   defaults to `globalThis.localStorage`.
- * @property {() => (string|Promise<string>)} [onTokenExpired] Called when the bridge
- *   closes with 1008 (or the token's `exp` has passed before a reconnect); returns the
- *   new token. Without it, an expired token ends the connection (state `closed`).
+ * @property {() => (string|Promise<string>)} [onTokenExpired] Returns a new token. Called
+ *   at `refreshAt` of the token's lifetime (refresh in band), when the bridge closes with
+ *   1008 (expired) or 4001 (revoked), on HTTP 401 from SSE or poll, and when the token's
+ *   `exp` has passed before a reconnect. Without it, an expired or revoked token ends the
+ *   connection (state `closed`); so does a callback returning the refused token again.
+ * @property {number} [refreshAt=0.8] Fraction of the token's lifetime (from `iat`, else from
+ *   when the SDK got it, to `exp`) at which it is refreshed before it expires, ± 5 % jitter
+ *   so that tokens issued together are not refreshed together; 0 turns it off.
  * @property {TransportName[]} [transports] Order of transports to try (default
  *   `['websocket', 'sse', 'poll']`); ones this runtime lacks are skipped.
  * @property {string} [sseUrl]  SSE endpoint; default `url` with the last path segment `events`.
@@ -160,7 +170,37 @@ export function tokenExpiry(token) {
   }
 }
 
-const TOKEN_EXPIRED = 1008;
+/** Close codes the SDK acts on (all others reconnect and resume). */
+export const CloseCodes = Object.freeze({
+  /** Token expired or refused in band: get a new token, reconnect at once. */
+  TOKEN_EXPIRED: 1008,
+  /** Revoked (logged out everywhere): stop, or get a new token; never the same one. */
+  REVOKED: 4001,
+  /** An in-band refresh changed the groups: reconnect at once with the new token and resume. */
+  GROUPS_CHANGED: 4002,
+});
+const TOKEN_EXPIRED = CloseCodes.TOKEN_EXPIRED;
+const REVOKED = CloseCodes.REVOKED;
+const GROUPS_CHANGED = CloseCodes.GROUPS_CHANGED;
+
+/**
+ * `{exp, iat}` (seconds) of a JWT, each undefined when absent.
+ * @param {string} token
+ */
+function tokenClaims(token) {
+  const part = typeof token === 'string' ? token.split('.')[1] : undefined;
+  if (!part) return {};
+  try {
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const json = globalThis.atob
+      ? globalThis.atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4))
+      : Buffer.from(b64, 'base64').toString('binary');
+    const c = JSON.parse(json);
+    return { exp: typeof c.exp === 'number' ? c.exp : undefined, iat: typeof c.iat === 'number' ? c.iat : undefined };
+  } catch {
+    return {};
+  }
+}
 
 /** The transports in the order tried when the app names none. */
 export const TRANSPORTS = Object.freeze(['websocket', 'sse', 'poll']);
@@ -210,6 +250,10 @@ export class Connection {
       );
     }
     this._token = options.token;
+    this._tokenAt = Date.now();
+    this._refreshAt = options.refreshAt ?? 0.8;
+    this._refreshTimer = undefined;
+    this._refreshing = false;
     this._storage = options.storageKey ? (options.storage ?? globalThis.localStorage) : undefined;
     this._random = options.random ?? Math.random;
     this._minDelay = options.minDelay ?? 500;
@@ -239,6 +283,7 @@ export class Connection {
     else if (isId(stored)) this._last = stored;
 
     this._lifecycle = lifecycleHooks((trigger) => this._wake(trigger));
+    this._scheduleRefresh();
 
     // Listeners are attached synchronously after connect() returns; opening on
     // the next tick guarantees they see the first 'state' and every event.
@@ -282,6 +327,7 @@ export class Connection {
     if (this._closed) return;
     this._closed = true;
     clearTimeout(this._timer);
+    clearTimeout(this._refreshTimer);
     this._lifecycle();
     this._drop();
     this._setState('closed', { reason: 'closed by client' });
@@ -304,8 +350,11 @@ export class Connection {
     this._emit('state', state, { transport: this._transport, ...detail });
   }
 
-  /** @param {TransportName} name */
-  _url(name) {
+  /**
+   * @param {TransportName} name
+   * @param {boolean} [first] poll: the attempt's first request (answered at its caught_up)
+   */
+  _url(name, first = false) {
     const o = this._opts;
     let url = resolve(o.url);
     if (name === 'sse') url = o.sseUrl ? resolve(o.sseUrl) : sibling(url, 'events');
@@ -327,6 +376,9 @@ export class Connection {
     // Asks for {"control":"ping"} on an idle stream: browsers hide WebSocket
     // pings and SSE comments from scripts, so silence is otherwise unmeasurable.
     if (name !== 'poll' && this._deadAfter > 0) q.set('heartbeat', '1');
+    // The first poll of an attempt is answered as soon as it is caught up, so
+    // the SDK knows at once that the path works; later ones wait for events.
+    if (name === 'poll' && first) q.set('wait', '0');
     return url.toString();
   }
 
@@ -360,7 +412,7 @@ export class Connection {
     const name = this._round[this._roundPos];
     this._transport = name;
     this._setState('connecting', { attempt: this._attempt, ...(how.trigger ? { trigger: how.trigger } : {}) });
-    const cur = { name, t: undefined, opened: false, live: false, heard: Date.now(), ended: false };
+    const cur = { name, t: undefined, opened: false, live: false, caughtUp: false, heard: Date.now(), ended: false };
     this._cur = cur;
     const handlers = {
       open: () => {
@@ -375,6 +427,10 @@ export class Connection {
       },
       activity: () => {
         if (this._cur === cur) this._heard(cur);
+      },
+      // An accepted poll answer: the path works, whatever the frames were.
+      live: () => {
+        if (this._cur === cur) this._live(cur);
       },
       closed: (detail) => {
         if (this._cur !== cur || cur.ended) return;
@@ -399,10 +455,10 @@ export class Connection {
     const url = this._url(name);
     if (name === 'websocket') return openWebSocket(this._WS, url, h);
     if (name === 'sse') {
-      if (typeof this._ES === 'function') return openEventSource(this._ES, url, h);
+      if (typeof this._ES === 'function') return openEventSource(this._ES, url, h, this._fetch);
       return openFetchSSE(this._fetch, url, h);
     }
-    return openPoll(this._fetch, () => this._url('poll'), this._deadAfter || 60000, h);
+    return openPoll(this._fetch, (first) => this._url('poll', first), this._deadAfter || 60000, h);
   }
 
   _heard(cur) {
@@ -453,9 +509,15 @@ export class Connection {
         case 'caught_up':
           this._advance(msg.last);
           // Once per connection, as on /ws, whatever a transport repeats.
-          if (cur.live) return;
+          if (cur.caughtUp) return;
+          cur.caughtUp = true;
           this._live(cur);
           this._emit('caught_up', { last: msg.last });
+          return;
+        case 'token':
+          // The bridge took the in-band refresh (the next one is already
+          // planned from the new token's exp); exp says until when.
+          if (typeof msg.exp === 'number') this._tokenAck = msg.exp;
           return;
         case 'gap':
           this._emit('gap', { requested: msg.requested, oldest: msg.oldest });
@@ -482,6 +544,10 @@ export class Connection {
     this._attempt = 0; // A connection that reached live earned a fresh backoff.
     worked.set(this._endpoint, cur.name);
     this._setState('live');
+    if (cur.refreshOnLive && this._cur === cur) {
+      cur.refreshOnLive = false;
+      this._sendToken(cur);
+    }
   }
 
   _advance(id) {
@@ -505,6 +571,34 @@ export class Connection {
     const d = { ...detail };
     if (d.status === undefined) delete d.status;
     if (d.code === undefined) delete d.code;
+    if (d.code === REVOKED || (d.status === 401 && this._token)) {
+      // Revoked, or refused (a revoked token is refused with 401 until it is
+      // replaced): only a different token may come back.
+      const refused = this._token;
+      if (!(await this._refreshToken(d))) return;
+      if (this._token === refused) {
+        this._stop({ ...d, reason: `${d.code === REVOKED ? 'revoked' : 'refused'} and onTokenExpired returned the same token` });
+        return;
+      }
+      if (d.code === REVOKED) {
+        this._attempt = 0;
+        this._setState('reconnecting', { ...d, delay: 0, attempt: this._attempt });
+        this._timer = setTimeout(() => this._open(), 0);
+      } else {
+        // A 401 may as well be a token the bridge will never accept: backoff.
+        this._scheduleReconnect(d);
+      }
+      return;
+    }
+    if (d.code === GROUPS_CHANGED) {
+      // The refreshed token (already adopted) names other groups: reconnect
+      // with it at once and resume from the stored id.
+      this._attempt = 0;
+      this._setState('reconnecting', { ...d, delay: 0, attempt: this._attempt });
+      clearTimeout(this._timer);
+      this._timer = setTimeout(() => this._open(), 0);
+      return;
+    }
     if (d.code === TOKEN_EXPIRED || d.status === 401) {
       if (!(await this._refreshToken(d))) return;
       if (d.code === TOKEN_EXPIRED) {
@@ -532,27 +626,124 @@ export class Connection {
     this._scheduleReconnect(d);
   }
 
+  /** Ends the connection for good on the SDK's own decision. */
+  _stop(detail) {
+    this._closed = true;
+    clearTimeout(this._timer);
+    clearTimeout(this._refreshTimer);
+    this._lifecycle();
+    this._drop();
+    this._setState('closed', detail);
+  }
+
   async _refreshToken(detail = {}) {
     const refresh = this._opts.onTokenExpired;
-    const code = detail.code ?? TOKEN_EXPIRED;
+    const code = detail.code ?? (detail.status === undefined ? TOKEN_EXPIRED : undefined);
+    const c = code === undefined ? {} : { code };
     if (!refresh) {
-      this._closed = true;
-      this._lifecycle();
-      this._setState('closed', { ...detail, code, reason: 'token expired and no onTokenExpired callback' });
+      const why = code === REVOKED ? 'revoked' : detail.status === 401 ? 'refused (401)' : 'token expired';
+      this._stop({ ...detail, ...c, reason: `${why} and no onTokenExpired callback${detail.reason ? `: ${detail.reason}` : ''}` });
       return false;
     }
     try {
       const token = await refresh();
       if (this._closed) return false;
       if (typeof token !== 'string' || token === '') throw new Error('onTokenExpired returned no token');
-      this._token = token;
+      this._setToken(token);
       return true;
     } catch (err) {
       if (this._closed) return false;
       // The identity provider may be down too; keep trying at the backoff pace.
-      this._scheduleReconnect({ ...detail, code, reason: `token refresh failed: ${err?.message ?? err}` });
+      this._scheduleReconnect({ ...detail, ...c, reason: `token refresh failed: ${err?.message ?? err}` });
       return false;
     }
+  }
+
+  /** Adopts token for every later request and plans its refresh. */
+  _setToken(token) {
+    const old = this._token;
+    this._token = token;
+    this._tokenAt = Date.now();
+    // A callback handing back a token that lives no longer than the old one
+    // would be asked again at once: leave that one to expiry (1008).
+    const before = tokenClaims(old).exp;
+    const now = tokenClaims(token).exp;
+    if (token === old || (before !== undefined && now !== undefined && now <= before)) {
+      clearTimeout(this._refreshTimer);
+      return;
+    }
+    this._scheduleRefresh();
+  }
+
+  /**
+   * Plans the refresh of the current token at `refreshAt` of its lifetime,
+   * jittered ± 5 %: 10k pages given tokens in the same second spread their
+   * refreshes (and, on SSE, their reconnects) over a tenth of the lifetime.
+   */
+  _scheduleRefresh() {
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = undefined;
+    if (this._closed || !this._token || !this._opts.onTokenExpired || !(this._refreshAt > 0)) return;
+    const { exp, iat } = tokenClaims(this._token);
+    if (exp === undefined) return;
+    const from = iat !== undefined ? Math.min(iat * 1000, this._tokenAt) : this._tokenAt;
+    const life = exp * 1000 - from;
+    if (!(life > 0)) return;
+    const frac = Math.min(0.99, Math.max(0.01, this._refreshAt + (this._random() - 0.5) * 0.1));
+    const delay = Math.max(0, from + life * frac - Date.now());
+    if (exp * 1000 <= Date.now()) return; // already dead: the next attempt refreshes first
+    this._refreshTimer = setTimeout(() => this._refreshNow(), delay);
+  }
+
+  /**
+   * In band: the bridge moves this connection's expiry and answers
+   * {"control":"token"}; an invalid token closes with 1008, other groups 4002.
+   */
+  _sendToken(cur) {
+    try {
+      cur.t.send(JSON.stringify({ token: this._token }));
+    } catch {
+      // Closing anyway: the reconnect uses the new token.
+    }
+  }
+
+  /** The refresh before expiry: a new token, handed to the live transport. */
+  async _refreshNow() {
+    if (this._closed || this._refreshing) return;
+    this._refreshing = true;
+    let token;
+    try {
+      token = await this._opts.onTokenExpired();
+      if (typeof token !== 'string' || token === '') throw new Error('onTokenExpired returned no token');
+    } catch {
+      // The identity provider may be down: try again halfway to expiry, and
+      // failing that, expiry (1008) takes the usual path.
+      this._refreshing = false;
+      const { exp } = tokenClaims(this._token);
+      const left = exp !== undefined ? exp * 1000 - Date.now() : 0;
+      if (!this._closed && left > 2000) this._refreshTimer = setTimeout(() => this._refreshNow(), left / 2);
+      return;
+    }
+    this._refreshing = false;
+    if (this._closed) return;
+    const cur = this._cur;
+    this._setToken(token);
+    if (!cur) return; // the next attempt carries the new token
+    if (cur.name === 'websocket') {
+      // An attempt opened with the old token gets the new one once it is live.
+      if (cur.live) this._sendToken(cur);
+      else cur.refreshOnLive = true;
+      return;
+    }
+    if (!cur.live) return;
+    if (cur.name === 'sse') {
+      // SSE has no way back to the bridge: reconnect with the new token now,
+      // resuming from the stored id, before the old one ends the stream.
+      this._drop();
+      clearTimeout(this._timer);
+      this._timer = setTimeout(() => this._open(), 0);
+    }
+    // poll: each request carries the current token; nothing more to do.
   }
 
   _scheduleReconnect(detail) {
@@ -632,6 +823,9 @@ function openWebSocket(WS, url, h) {
     h.closed({ code: ev.code, reason: ev.reason });
   };
   return {
+    send(text) {
+      ws.send(text);
+    },
     close() {
       detach(ws);
       ws.close(1000, 'client closed');
@@ -642,21 +836,70 @@ function openWebSocket(WS, url, h) {
 // A browser's EventSource reconnects by itself, with its own delay and the
 // token it was built with; the SDK closes it on the first error instead and
 // reconnects on its own terms (backoff, fresh token, fallback, dedupe).
-function openEventSource(ES, url, h) {
+//
+// The bridge ends a stream with a named `close` event carrying the code
+// (1008 expired, 4001 revoked, 1001 draining…); an EventSource refused at
+// the start shows no status, so with a token and fetch at hand the SDK asks
+// once for it (a 401 is a token to replace, not a network to wait for).
+function openEventSource(ES, url, h, fetchFn) {
   const es = new ES(url);
-  es.onopen = () => h.open();
-  es.onmessage = (ev) => h.frame(ev.data);
-  es.onerror = () => {
+  let opened = false;
+  let ended = false;
+  const off = () => {
+    ended = true;
     es.onopen = es.onmessage = es.onerror = null;
+    es.removeEventListener?.('close', onClose);
     es.close();
-    h.closed({ reason: 'event stream ended or refused' });
   };
-  return {
-    close() {
-      es.onopen = es.onmessage = es.onerror = null;
-      es.close();
-    },
+  const onClose = (ev) => {
+    if (ended) return;
+    off();
+    h.closed(closeEvent(ev.data));
   };
+  es.onopen = () => {
+    opened = true;
+    h.open();
+  };
+  es.onmessage = (ev) => h.frame(ev.data);
+  es.addEventListener?.('close', onClose);
+  es.onerror = () => {
+    if (ended) return;
+    off();
+    // Only a token can be cured by a new one: without one, no probe.
+    if (opened || typeof fetchFn !== 'function' || !new URL(url).searchParams.has('token')) {
+      return h.closed({ reason: 'event stream ended or refused' });
+    }
+    refusedStatus(fetchFn, url).then((status) =>
+      h.closed(status ? { status, reason: `HTTP ${status}` } : { reason: 'event stream ended or refused' }),
+    );
+  };
+  return { close: off };
+}
+
+/** The `close` event's {code, reason}, as a close detail. */
+function closeEvent(data) {
+  try {
+    const m = JSON.parse(data);
+    if (typeof m?.code === 'number') return { code: m.code, reason: typeof m.reason === 'string' ? m.reason : '' };
+  } catch {
+    // Not ours: an ordinary end.
+  }
+  return { reason: 'event stream ended' };
+}
+
+/** The status of a refused request (bounded, body not read); 0 when it was not refused or failed. */
+async function refusedStatus(fetchFn, url) {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), 5000);
+  try {
+    const res = await fetchFn(url, { headers: { Accept: 'text/event-stream' }, signal: ac.signal, cache: 'no-store' });
+    return res.status >= 400 ? res.status : 0;
+  } catch {
+    return 0;
+  } finally {
+    clearTimeout(timer);
+    ac.abort();
+  }
 }
 
 /** SSE through fetch streaming (Node, or a browser without EventSource). */
@@ -675,7 +918,15 @@ function openFetchSSE(fetchFn, url, h) {
       return h.closed({ status: res.status, reason });
     }
     h.open();
-    const parser = sseParser(h);
+    const parser = sseParser({
+      frame: h.frame,
+      named: (event, data) => {
+        if (event === 'close') {
+          ac.abort();
+          h.closed(closeEvent(data));
+        }
+      },
+    });
     const decoder = new TextDecoder();
     try {
       for await (const chunk of res.body) {
@@ -692,12 +943,14 @@ function openFetchSSE(fetchFn, url, h) {
 
 /**
  * A text/event-stream parser (the WHATWG rules the SDK needs: data lines
- * joined by newlines, comments and other fields ignored) that calls
- * h.frame(data) per event; fed arbitrary chunks.
+ * joined by newlines, comments, ids and other fields ignored) that calls
+ * h.frame(data) per event, except h.named?.('close', data) for the bridge's
+ * close event; fed arbitrary chunks.
  */
 export function sseParser(h) {
   let buf = '';
   let data = [];
+  let event = '';
   return (text) => {
     buf += text;
     for (;;) {
@@ -707,8 +960,13 @@ export function sseParser(h) {
       const line = buf.slice(0, m.index);
       buf = buf.slice(m.index + m[0].length);
       if (line === '') {
-        if (data.length) h.frame(data.join('\n'));
+        if (data.length) {
+          // The bridge names only its close event; anything else is a frame.
+          if (event === 'close' && h.named) h.named(event, data.join('\n'));
+          else h.frame(data.join('\n'));
+        }
         data = [];
+        event = '';
         continue;
       }
       if (line[0] === ':') continue;
@@ -717,6 +975,7 @@ export function sseParser(h) {
       let value = colon < 0 ? '' : line.slice(colon + 1);
       if (value[0] === ' ') value = value.slice(1);
       if (field === 'data') data.push(value);
+      else if (field === 'event') event = value;
     }
   };
 }
@@ -735,7 +994,7 @@ function openPoll(fetchFn, urlFn, timeout, h) {
       // Bounded: a poll answers within poll_timeout, so a longer silence is a dead path.
       const timer = setTimeout(() => ac.abort(new Error('poll timed out')), timeout);
       try {
-        res = await fetchFn(urlFn(), { headers: { Accept: 'application/json' }, signal: ac.signal, cache: 'no-store' });
+        res = await fetchFn(urlFn(first), { headers: { Accept: 'application/json' }, signal: ac.signal, cache: 'no-store' });
         if (res.status === 200) body = await res.json();
       } catch (err) {
         clearTimeout(timer);
@@ -758,6 +1017,10 @@ function openPoll(fetchFn, urlFn, timeout, h) {
       // An empty answer after the wait: nothing is pending, so this is live
       // even from a bridge that sends no caught_up on polls.
       if (body.frames.length === 0) h.frame({ control: 'caught_up', last: body.last });
+      // Any accepted answer means the path works: live, even when the answer
+      // is a page of replay without caught_up yet.
+      if (ac.signal.aborted) return;
+      h.live();
     }
   })();
   return { close: () => ac.abort() };

@@ -134,6 +134,7 @@ test('close 1008 on token expiry: the SDK asks for a new token and resumes witho
   let refreshed = 0;
   const c = subscribe({
     url: bridge.ws,
+    refreshAt: 0, // this test is about close 1008; the refresh before expiry has its own
     token: jwt(secret, { sub: 'alice', groups: ['ops'], exp: now + 2 }),
     onTokenExpired: () => {
       refreshed++;

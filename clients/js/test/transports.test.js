@@ -10,9 +10,6 @@ import { connect } from '../notifybridge.js';
 import { startBridge, startRedis, publish, waitFor } from './harness.js';
 import { startProxy } from './proxy.js';
 
-const POLL_TODO =
-  'known defect: a poll at the head is answered only after poll_timeout (25 s), so the SDK sees no caught_up within its probe and never goes live over poll; see the session-4 closing note';
-
 const cleanups = [];
 after(async () => {
   for (const fn of cleanups.reverse()) await fn();
@@ -65,9 +62,7 @@ for (const [transport, path] of [
   ['sse', '/events'],
   ['poll', '/poll'],
 ]) {
-  // Poll runs but may not fail the suite until the defect below is fixed.
-  const todo = transport === 'poll' ? POLL_TODO : undefined;
-  test(`${transport}: targeting, then a bridge restart loses and repeats nothing`, { timeout: 90000, todo }, async (t) => {
+  test(`${transport}: targeting, then a bridge restart loses and repeats nothing`, { timeout: 90000 }, async (t) => {
     if (need(t, path)) return;
     const redis = await startRedis();
     cleanups.push(() => redis.stop());
@@ -103,7 +98,7 @@ for (const [transport, path] of [
     assert.equal(c.gaps.length, 0);
   });
 
-  test(`${transport}: an expired token is replaced and the stream resumes without loss`, { timeout: 60000, todo }, async (t) => {
+  test(`${transport}: an expired token is replaced and the stream resumes without loss`, { timeout: 60000 }, async (t) => {
     if (need(t, path)) return;
     const secret = 'integration-test-secret-0123456789abcdef';
     const bridge = await startBridge({ auth: 'jwt', args: ['--jwt-secret', secret] });
@@ -113,6 +108,7 @@ for (const [transport, path] of [
     const c = subscribe({
       url: bridge.ws,
       transports: [transport],
+      refreshAt: 0, // this test is about expiry; the refresh before it has its own
       token: jwt(secret, { sub: 'alice', groups: ['ops'], exp: now + 2 }),
       onTokenExpired: () => {
         refreshed++;
@@ -140,7 +136,7 @@ test('sse: refusals arrive as an HTTP status with a one-line reason', async (t) 
   assert.equal(last.status, 401);
 });
 
-test('websocket refused by a proxy: falls back to sse, then (sse blocked) to poll, every event once', { timeout: 90000, todo: POLL_TODO }, async (t) => {
+test('websocket refused by a proxy: falls back to sse, then (sse blocked) to poll, every event once', { timeout: 90000 }, async (t) => {
   if (need(t, '/events')) return;
   const bridge = await startBridge();
   cleanups.push(() => bridge.kill());

@@ -557,3 +557,146 @@ test('sseParser joins data lines and ignores comments, ids and unknown fields', 
   p('\n\r\n');
   assert.deepEqual(got, ['a\nb', 'c']);
 });
+
+/** An unsigned JWT-shaped token with these claims (the SDK only reads exp and iat). */
+const fakeJwt = (claims, tag = '') => `h.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.s${tag}`;
+
+test('poll: the first request of an attempt asks wait=0, later ones do not; any accepted answer is live', async () => {
+  const { fetch, requests } = fakeFetch();
+  const { conn, seen } = harness({ transports: ['poll'], fetch, lastEventId: '5-0' });
+  await until(() => requests.length === 1, 'poll');
+  assert.equal(requests[0].url.searchParams.get('wait'), '0');
+  assert.equal(requests[0].url.searchParams.get('last_event_id'), '5-0');
+  // A page of replay, no caught_up yet: the path works, so live.
+  requests[0].json(200, { frames: [ev('6-0')], last: '6-0' });
+  await until(() => conn.state === 'live', 'live');
+  assert.equal(conn.transport, 'poll');
+  assert.deepEqual(seen.caughtUp, []);
+  await until(() => requests.length === 2, 'second poll');
+  assert.equal(requests[1].url.searchParams.get('wait'), null);
+  assert.equal(requests[1].url.searchParams.get('last_event_id'), '6-0');
+  requests[1].json(200, { frames: [{ control: 'caught_up', last: '7-0' }], last: '7-0' });
+  await until(() => seen.caughtUp.length === 1, 'caught_up');
+  await until(() => requests.length === 3, 'third poll');
+  requests[2].json(200, { frames: [{ control: 'caught_up', last: '7-0' }], last: '7-0' });
+  await until(() => requests.length === 4, 'fourth poll');
+  assert.equal(seen.caughtUp.length, 1, 'caught_up once per connection');
+  assert.deepEqual(seen.events.map((e) => e.id), ['6-0']);
+  conn.close();
+});
+
+test('4001 revoked: closed without a callback; never back with the same token; a new token reconnects at once', async () => {
+  {
+    const { conn, sockets, seen } = harness({ user: undefined, groups: undefined, token: 't1' });
+    await until(() => sockets.length === 1, 'socket');
+    sockets[0].open();
+    sockets[0].drop(4001, 'revoked: logged out');
+    await until(() => conn.state === 'closed', 'closed');
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(sockets.length, 1);
+    assert.equal(seen.states.at(-1)[1].code, 4001);
+  }
+  {
+    let calls = 0;
+    const { conn, sockets } = harness({ user: undefined, groups: undefined, token: 't1', onTokenExpired: () => (calls++, 't1') });
+    await until(() => sockets.length === 1, 'socket');
+    sockets[0].drop(4001, 'revoked: logged out');
+    await until(() => conn.state === 'closed', 'closed');
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(calls, 1);
+    assert.equal(sockets.length, 1, 'reconnected with the revoked token');
+  }
+  {
+    const { conn, sockets, seen } = harness({ user: undefined, groups: undefined, token: 't1', onTokenExpired: () => 't2', minDelay: 5000, maxDelay: 5000 });
+    await until(() => sockets.length === 1, 'socket');
+    sockets[0].open();
+    sockets[0].send(ev('9-0'));
+    sockets[0].drop(4001, 'revoked: logged out');
+    await until(() => sockets.length === 2, 'reconnect at once (the backoff would be 5 s)');
+    assert.equal(sockets[1].url.searchParams.get('token'), 't2');
+    assert.equal(sockets[1].url.searchParams.get('last_event_id'), '9-0');
+    assert.ok(seen.states.some(([s, d]) => s === 'reconnecting' && d.code === 4001 && d.delay === 0));
+    conn.close();
+  }
+});
+
+test('4002 groups changed reconnects at once and resumes; 401 on sse with the same token again stops', async () => {
+  const { conn, sockets } = harness({ minDelay: 5000, maxDelay: 5000 });
+  await until(() => sockets.length === 1, 'socket');
+  sockets[0].open();
+  sockets[0].send(ev('3-0'));
+  sockets[0].drop(4002, 'groups changed: reconnect');
+  await until(() => sockets.length === 2, 'reconnect at once');
+  assert.equal(sockets[1].url.searchParams.get('last_event_id'), '3-0');
+  conn.close();
+
+  const { fetch, requests } = fakeFetch();
+  const h = harness({ transports: ['sse'], fetch, user: undefined, groups: undefined, token: 'same', onTokenExpired: () => 'same' });
+  await until(() => requests.length === 1, 'sse request');
+  requests[0].json(401, 'revoked: logged out\n');
+  await until(() => h.conn.state === 'closed', 'closed');
+  assert.equal(h.seen.states.at(-1)[1].status, 401);
+  assert.equal(requests.length, 1);
+});
+
+test("sse: the bridge's close event carries the code (4001 revoked → closed, over fetch)", async () => {
+  const { fetch, requests } = fakeFetch();
+  const { conn, seen } = harness({ transports: ['sse'], fetch, user: undefined, groups: undefined, token: 't' });
+  await until(() => requests.length === 1, 'sse request');
+  requests[0].resolve(
+    new Response('retry: 2000\n\nid: 2-0\ndata: {"control":"caught_up","last":"2-0"}\n\nevent: close\ndata: {"code":4001,"reason":"revoked: bye"}\n\n', {
+      status: 200,
+    }),
+  );
+  await until(() => conn.state === 'closed', 'closed');
+  assert.equal(seen.states.at(-1)[1].code, 4001);
+  assert.equal(requests.length, 1);
+});
+
+test('in-band refresh at refreshAt of the lifetime: {"token":…} on the open socket, no reconnect; 0 turns it off', async () => {
+  const sent = [];
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  class Recording extends FakeWebSocket {
+    send(frame) {
+      sent.push(frame); // what the SDK sends; the test pushes with push()
+    }
+    push(frame) {
+      super.send(frame);
+    }
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const first = fakeJwt({ iat: now, exp: now + 4 });
+  const second = fakeJwt({ iat: now, exp: now + 3600 });
+  let calls = 0;
+  const { conn, seen } = harness({
+    WebSocket: Recording,
+    user: undefined,
+    groups: undefined,
+    token: first,
+    refreshAt: 0.5, // with random 0: 45 % of 4 s from iat (floored), so 0.8–1.8 s from now
+    onTokenExpired: () => (calls++, second),
+  });
+  await until(() => sockets.length === 1, 'socket');
+  sockets[0].open();
+  sockets[0].push({ control: 'caught_up', last: '1-0' });
+  await until(() => sent.length === 1, 'the refresh frame', 4000);
+  assert.deepEqual(JSON.parse(sent[0]), { token: second });
+  sockets[0].push({ control: 'token', exp: now + 3600 });
+  sockets[0].push(ev('2-0'));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(calls, 1);
+  assert.equal(sockets.length, 1);
+  assert.deepEqual(seen.events.map((e) => e.id), ['2-0']);
+  // A later reconnect carries the new token.
+  sockets[0].drop(1001, 'going away');
+  await until(() => sockets.length === 2, 'reconnect');
+  assert.equal(sockets[1].url.searchParams.get('token'), second);
+  conn.close();
+
+  const off = harness({ user: undefined, groups: undefined, token: fakeJwt({ iat: now, exp: now + 1 }), refreshAt: 0, onTokenExpired: () => second });
+  await until(() => off.sockets.length === 1, 'socket');
+  off.sockets[0].open();
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(off.sockets.length, 1);
+  off.conn.close();
+});
