@@ -59,7 +59,7 @@ run() {
   fi
 }
 
-run "js sdk (unit + real binary)" bash -c "cd '$root/clients/js' && node --test --test-concurrency=1 test/unit.test.js test/types.test.js test/integration.test.js test/transports.test.js"
+run "js sdk (unit + real binary)" bash -c "cd '$root/clients/js' && node --test --test-concurrency=1 test/unit.test.js test/types.test.js test/integration.test.js test/transports.test.js test/control.test.js"
 if [ -z "${SKIP_BROWSER:-}" ]; then
   run "demo in chromium" bash -c "cd '$root/clients/js' && node --test test/browser.test.js"
 fi
