@@ -329,6 +329,9 @@ func (s *clientSet) finish() *setStats {
 		st.LastCaughtUpUS = max(st.LastCaughtUpUS, c.caughtUpUS)
 		c.mu.Unlock()
 	}
+	if p, ok := s.io.(*pollIO); ok {
+		st.ReconnectFails += p.retries.Load()
+	}
 	m := s.io.merged()
 	st.Hist, st.Samples, st.Replay = m.live, m.chart, m.replay
 	if s.phase.Load() != 0 || m.phases[0].N > 0 {

@@ -19,12 +19,15 @@ import (
 // A poll holds no connection between answers (the bridge closes each), so
 // a client is a goroutine looping over requests, not a descriptor in an
 // epoll set. A poll learns of a close only as a refusal of the next one
-// (revoked: 401), so revoke and refresh run over ws and sse only.
+// (revoked: 401), so revoke and refresh run over ws and sse only. A 503
+// (the node is full) is retried after a second, as the bridge's
+// Retry-After asks, and counted with the reconnects that failed.
 
 // pollIO reads poll answers for a set; its sinks are the goroutine client's.
 type pollIO struct {
 	*goroutineIO
-	client *http.Client
+	client  *http.Client
+	retries atomic.Int64 // polls refused with 503 and made again after Retry-After
 }
 
 func newPollIO(phase *atomic.Int32) *pollIO {
@@ -56,6 +59,18 @@ func (p *pollIO) attach(c *wsClient, _ net.Conn, _ *bufio.Reader) error {
 			var err error
 			if last, err = p.poll(ctx, c, last); err != nil {
 				var st statusError
+				if errors.As(err, &st) && st == http.StatusServiceUnavailable {
+					// A full node (handshakes in flight, connections): an
+					// SDK waits Retry-After (the bridge says 1 s) and asks
+					// again from the same position.
+					p.retries.Add(1)
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(time.Second):
+					}
+					continue
+				}
 				switch {
 				case ctx.Err() != nil: // closed by us
 				case errors.As(err, &st):

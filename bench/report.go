@@ -101,6 +101,9 @@ func (res *Result) WriteTable(w io.Writer) {
 			row("events of other runs (ignored)", fmt.Sprint(res.Foreign))
 		}
 		row("clients closed by the bridge", closedText(res))
+		if res.Transport == "poll" {
+			row("polls refused (503), asked again after 1 s", fmt.Sprint(res.ReconnectFailed))
+		}
 		if res.SlowClients > 0 {
 			row("slow clients closed (bridge metric)", fmt.Sprintf("%d of %d", res.SlowClosed, res.SlowClients))
 		}
