@@ -19,6 +19,8 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || [ -n "${SKIP_BROWSER:-}" ] || need+=(chromium)
+# The fallback proof runs the demo through a real nginx without WebSocket.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || [ -n "${SKIP_BROWSER:-}" ] || need+=(nginx)
 [ -x "$PYTHON" ] || need+=(python3)
 if [ -x "$PYTHON" ]; then
   "$PYTHON" -c 'import redis' 2>/dev/null || need+=(python3-redis)
@@ -61,7 +63,7 @@ run() {
 
 run "js sdk (unit + real binary)" bash -c "cd '$root/clients/js' && node --test --test-concurrency=1 test/unit.test.js test/types.test.js test/integration.test.js test/transports.test.js test/control.test.js"
 if [ -z "${SKIP_BROWSER:-}" ]; then
-  run "demo in chromium" bash -c "cd '$root/clients/js' && node --test test/browser.test.js"
+  run "demo in chromium (direct, and through nginx without websocket)" bash -c "cd '$root/clients/js' && node --test --test-concurrency=1 test/browser.test.js test/fallback.test.js"
 fi
 run "python producers" bash -c "cd '$root/examples/python' && '$PYTHON' -m unittest -v"
 

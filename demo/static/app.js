@@ -46,7 +46,12 @@ function setIdentity(user, groups) {
 function showState(state, text = state) {
   const pill = $('#state');
   pill.dataset.state = state;
-  pill.textContent = text;
+  // Which transport is delivering (websocket, else sse, else poll behind a
+  // proxy that blocks the others): the SDK's state says it.
+  const transport = state === 'live' ? conn?.transport : undefined;
+  if (transport) pill.dataset.transport = transport;
+  else delete pill.dataset.transport;
+  pill.textContent = transport ? `${text} · ${transport}` : text;
 }
 
 function updateCounts() {
