@@ -33,10 +33,40 @@ type PublishFunc func(ctx context.Context, to, typ, data string) (id string, err
 // 1 MiB leaves room without letting a client make the server buffer more.
 const maxPublishBody = 1 << 20
 
+// DisconnectFunc revokes to's connections on every node through the stream
+// (publisher.Disconnect: a control=disconnect entry) and returns the entry's id.
+type DisconnectFunc func(ctx context.Context, to, reason string) (id string, err error)
+
+// PresenceFunc is how many connections item (user:<id> or group:<name>) has
+// on all nodes now (node.PresenceCount).
+type PresenceFunc func(ctx context.Context, item string) (conns int64, err error)
+
+// Option adds a control-plane action to the demo.
+type Option func(*options)
+
+type options struct {
+	disconnect DisconnectFunc
+	presence   PresenceFunc
+}
+
+// WithDisconnect serves POST /demo/disconnect ({"user","reason"} → {"id"}):
+// the page's "log this user out everywhere" button. The demo side appends
+// the control entry, as an application's backend would (notify.disconnect).
+func WithDisconnect(f DisconnectFunc) Option { return func(o *options) { o.disconnect = f } }
+
+// WithPresence serves GET /demo/presence?group=<name> (or user=) → {"connections":n}:
+// the page's presence badge per group.
+func WithPresence(f PresenceFunc) Option { return func(o *options) { o.presence = f } }
+
 // Handler serves GET /demo (the page), GET /demo/<asset> and POST
-// /demo/publish ({"to","type","data"} → {"id"}). Mount it on "/demo" and
-// "/demo/" of the listen address.
-func Handler(publish PublishFunc) http.Handler {
+// /demo/publish ({"to","type","data"} → {"id"}), and with the options POST
+// /demo/disconnect and GET /demo/presence (404 without, and the page hides
+// what needs them). Mount it on "/demo" and "/demo/" of the listen address.
+func Handler(publish PublishFunc, opts ...Option) http.Handler {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	sub, err := fs.Sub(static, "static")
 	if err != nil {
 		panic(err) // The embed pattern guarantees the directory exists.
@@ -64,6 +94,25 @@ func Handler(publish PublishFunc) http.Handler {
 	mux.HandleFunc("POST /demo/publish", func(w http.ResponseWriter, r *http.Request) {
 		publishHandler(w, r, publish)
 	})
+	// What the page may offer: the control-plane actions wired in.
+	mux.HandleFunc("GET /demo/features", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(struct {
+			Disconnect bool `json:"disconnect"`
+			Presence   bool `json:"presence"`
+		}{o.disconnect != nil, o.presence != nil})
+	})
+	if o.disconnect != nil {
+		mux.HandleFunc("POST /demo/disconnect", func(w http.ResponseWriter, r *http.Request) {
+			disconnectHandler(w, r, o.disconnect)
+		})
+	}
+	if o.presence != nil {
+		mux.HandleFunc("GET /demo/presence", func(w http.ResponseWriter, r *http.Request) {
+			presenceHandler(w, r, o.presence)
+		})
+	}
 	return mux
 }
 
@@ -154,4 +203,75 @@ func oneLine(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	_, _ = io.WriteString(w, msg+"\n")
+}
+
+// maxControlBody bounds a /demo/disconnect request: a name and a one-line reason.
+const maxControlBody = 4 << 10
+
+func disconnectHandler(w http.ResponseWriter, r *http.Request, disconnect DisconnectFunc) {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		oneLine(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxControlBody))
+	dec.DisallowUnknownFields()
+	var req struct {
+		User   string `json:"user"`
+		Reason string `json:"reason"`
+	}
+	if err := dec.Decode(&req); err != nil {
+		oneLine(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+		return
+	}
+	if err := bridge.ValidateName(req.User); err != nil {
+		oneLine(w, http.StatusBadRequest, "user: "+err.Error())
+		return
+	}
+	id, err := disconnect(r.Context(), bridge.UserPrefix+req.User, req.Reason)
+	switch {
+	case errors.Is(err, bridge.ErrBadEntry):
+		oneLine(w, http.StatusBadRequest, err.Error())
+		return
+	case err != nil:
+		oneLine(w, http.StatusBadGateway, "disconnect failed: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(struct {
+		ID string `json:"id"`
+	}{id})
+}
+
+func presenceHandler(w http.ResponseWriter, r *http.Request, presence PresenceFunc) {
+	q := r.URL.Query()
+	user, group := q.Get("user"), q.Get("group")
+	var item string
+	switch {
+	case (user == "") == (group == ""):
+		oneLine(w, http.StatusBadRequest, "give exactly one of user= and group=")
+		return
+	case user != "":
+		if err := bridge.ValidateName(user); err != nil {
+			oneLine(w, http.StatusBadRequest, "user: "+err.Error())
+			return
+		}
+		item = bridge.UserPrefix + user
+	default:
+		if err := bridge.ValidateName(group); err != nil {
+			oneLine(w, http.StatusBadRequest, "group: "+err.Error())
+			return
+		}
+		item = bridge.GroupPrefix + group
+	}
+	n, err := presence(r.Context(), item)
+	if err != nil {
+		oneLine(w, http.StatusBadGateway, "presence failed: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(struct {
+		Connections int64 `json:"connections"`
+	}{n})
 }

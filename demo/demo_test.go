@@ -158,3 +158,59 @@ func TestServesTheSDK(t *testing.T) {
 		t.Fatalf("GET /demo/notifybridge.js: %d, %d bytes; want the SDK (%d bytes)", rec.Code, rec.Body.Len(), len(want))
 	}
 }
+
+func TestControlOptions(t *testing.T) {
+	// Without options: the page is told there is nothing, and the paths are absent.
+	bare := newServer(t, noPublish)
+	if _, body := get(t, bare.URL+"/demo/features"); strings.TrimSpace(body) != `{"disconnect":false,"presence":false}` {
+		t.Fatalf("features without options: %s", body)
+	}
+	if resp, _ := post(t, bare.URL+"/demo/disconnect", "application/json", `{"user":"alice"}`); resp.StatusCode == 200 {
+		t.Fatal("disconnect served without WithDisconnect")
+	}
+
+	var got []string
+	srv := httptest.NewServer(Handler(noPublish,
+		WithDisconnect(func(_ context.Context, to, reason string) (string, error) {
+			got = append(got, to+"|"+reason)
+			return "9-0", nil
+		}),
+		WithPresence(func(_ context.Context, item string) (int64, error) {
+			if item == "group:ops" {
+				return 3, nil
+			}
+			return 0, nil
+		})))
+	t.Cleanup(srv.Close)
+	if _, body := get(t, srv.URL+"/demo/features"); strings.TrimSpace(body) != `{"disconnect":true,"presence":true}` {
+		t.Fatalf("features: %s", body)
+	}
+	if resp, body := post(t, srv.URL+"/demo/disconnect", "application/json", `{"user":"alice","reason":"bye"}`); resp.StatusCode != 200 || strings.TrimSpace(body) != `{"id":"9-0"}` {
+		t.Fatalf("disconnect: %d %s", resp.StatusCode, body)
+	}
+	if len(got) != 1 || got[0] != "user:alice|bye" {
+		t.Fatalf("disconnect called with %v", got)
+	}
+	for _, tc := range []struct{ ct, body string }{
+		{"text/plain", `{"user":"alice"}`},
+		{"application/json", `{"user":""}`},
+		{"application/json", `{"user":"a b"}`},
+		{"application/json", `{"user":"alice","to":"*"}`},
+		{"application/json", `{"user":"` + strings.Repeat("x", 5000) + `"}`},
+	} {
+		if resp, _ := post(t, srv.URL+"/demo/disconnect", tc.ct, tc.body); resp.StatusCode < 400 || resp.StatusCode >= 500 {
+			t.Errorf("disconnect %s %.40s: %d, want a 4xx", tc.ct, tc.body, resp.StatusCode)
+		}
+	}
+	if len(got) != 1 {
+		t.Fatalf("a refused disconnect reached the stream: %v", got)
+	}
+	if _, body := get(t, srv.URL+"/demo/presence?group=ops"); strings.TrimSpace(body) != `{"connections":3}` {
+		t.Fatalf("presence: %s", body)
+	}
+	for _, q := range []string{"", "group=ops&user=a", "group=" + strings.Repeat("g", 300), "user=a%20b"} {
+		if resp, _ := get(t, srv.URL+"/demo/presence?"+q); resp.StatusCode != 400 {
+			t.Errorf("presence ?%s: %d, want 400", q, resp.StatusCode)
+		}
+	}
+}

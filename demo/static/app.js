@@ -64,6 +64,15 @@ function start(lastEventId) {
   $('#identity').textContent = `for user:${user}${groups.map((g) => ` group:${g}`).join('')}`;
   conn = connect({ url: '/ws', user, groups, lastEventId });
   conn.on('state', (state, detail) => {
+    if (state === 'closed' && detail.code === 4001) {
+      // Revoked: the SDK stops (it would only get a new token, and this
+      // demo has none). Logging in again starts a new connection.
+      showState('revoked', `logged out everywhere · ${detail.reason || 'revoked'}`);
+      $('#logout').hidden = true;
+      $('#login').hidden = false;
+      updateCounts();
+      return;
+    }
     if (state === 'reconnecting') {
       counts.reconnects++;
       resuming = true;
@@ -170,6 +179,63 @@ function describe(type, d) {
   }
 }
 
+async function logout() {
+  const { user } = identity();
+  const out = $('#pause-note');
+  try {
+    const res = await fetch('/demo/disconnect', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ user, reason: 'logged out from the demo' }),
+    });
+    const text = await res.text();
+    out.textContent = res.ok ? `user:${user} revoked by entry ${JSON.parse(text).id}: every node closes its connections.` : `refused: ${text.trim()}`;
+  } catch (err) {
+    out.textContent = `failed: ${err.message}`;
+  }
+}
+
+function login() {
+  $('#login').hidden = true;
+  $('#logout').hidden = !features.disconnect;
+  resuming = true;
+  start(conn?.lastEventId ?? '0-0');
+}
+
+// Presence: how many connections each group has on all nodes, refreshed
+// every 2 s (the counts are at most 5 s old).
+async function refreshPresence() {
+  if (!features.presence || document.visibilityState === 'hidden') return;
+  for (const badge of document.querySelectorAll('.presence')) {
+    try {
+      const res = await fetch(`/demo/presence?group=${encodeURIComponent(badge.dataset.group)}`, { cache: 'no-store' });
+      if (!res.ok) continue;
+      const { connections } = await res.json();
+      badge.hidden = false;
+      badge.dataset.count = String(connections);
+      badge.dataset.online = String(connections > 0);
+      badge.textContent = `${connections} online`;
+    } catch {
+      // The next round tries again.
+    }
+  }
+}
+
+let features = { disconnect: false, presence: false };
+async function loadFeatures() {
+  try {
+    const res = await fetch('/demo/features', { cache: 'no-store' });
+    if (res.ok) features = await res.json();
+  } catch {
+    // An older bridge: neither.
+  }
+  $('#logout').hidden = !features.disconnect;
+  if (features.presence) {
+    refreshPresence();
+    setInterval(refreshPresence, 2000);
+  }
+}
+
 function pause() {
   const btn = $('#pause');
   btn.disabled = true;
@@ -231,6 +297,8 @@ $('#user').addEventListener('change', () => {
 });
 for (const box of document.querySelectorAll('input[name=group]')) box.addEventListener('change', restart);
 $('#pause').addEventListener('click', pause);
+$('#logout').addEventListener('click', logout);
+$('#login').addEventListener('click', login);
 $('#publish-form').addEventListener('submit', (e) => {
   e.preventDefault();
   publish($('#pub-to').value.trim());
@@ -242,3 +310,4 @@ for (const chip of document.querySelectorAll('.chip')) {
   });
 }
 restart();
+loadFeatures();
