@@ -63,7 +63,7 @@ run() {
 
 run "js sdk (unit + real binary)" bash -c "cd '$root/clients/js' && node --test --test-concurrency=1 test/unit.test.js test/types.test.js test/integration.test.js test/transports.test.js test/control.test.js"
 if [ -z "${SKIP_BROWSER:-}" ]; then
-  run "demo in chromium (direct, and through nginx without websocket)" bash -c "cd '$root/clients/js' && node --test --test-concurrency=1 test/browser.test.js test/fallback.test.js"
+  run "demo in chromium (direct, and through nginx without websocket)" bash -c "cd '$root/clients/js' && node --test --test-concurrency=1 test/browser.test.js test/fallback.test.js test/control.browser.test.js"
 fi
 run "python producers" bash -c "cd '$root/examples/python' && '$PYTHON' -m unittest -v"
 

@@ -65,11 +65,14 @@ function start(lastEventId) {
   conn = connect({ url: '/ws', user, groups, lastEventId });
   conn.on('state', (state, detail) => {
     if (state === 'closed' && detail.code === 4001) {
-      // Revoked: the SDK stops (it would only get a new token, and this
-      // demo has none). Logging in again starts a new connection.
+      // Revoked: the SDK stops. With JWT an app would hand it a token issued
+      // after the revocation (onTokenExpired); this auth=none demo has none,
+      // and the bridge refuses this user from now on (an identity without a
+      // token cannot prove it is newer than the revocation).
       showState('revoked', `logged out everywhere · ${detail.reason || 'revoked'}`);
       $('#logout').hidden = true;
-      $('#login').hidden = false;
+      $('#pause').disabled = true;
+      $('#pause-note').textContent = `user:${identity().user} is revoked on this bridge: new connections of this user are refused.`;
       updateCounts();
       return;
     }
@@ -189,17 +192,10 @@ async function logout() {
       body: JSON.stringify({ user, reason: 'logged out from the demo' }),
     });
     const text = await res.text();
-    out.textContent = res.ok ? `user:${user} revoked by entry ${JSON.parse(text).id}: every node closes its connections.` : `refused: ${text.trim()}`;
+    if (!res.ok) out.textContent = `refused: ${text.trim()}`;
   } catch (err) {
     out.textContent = `failed: ${err.message}`;
   }
-}
-
-function login() {
-  $('#login').hidden = true;
-  $('#logout').hidden = !features.disconnect;
-  resuming = true;
-  start(conn?.lastEventId ?? '0-0');
 }
 
 // Presence: how many connections each group has on all nodes, refreshed
@@ -298,7 +294,6 @@ $('#user').addEventListener('change', () => {
 for (const box of document.querySelectorAll('input[name=group]')) box.addEventListener('change', restart);
 $('#pause').addEventListener('click', pause);
 $('#logout').addEventListener('click', logout);
-$('#login').addEventListener('click', login);
 $('#publish-form').addEventListener('submit', (e) => {
   e.preventDefault();
   publish($('#pub-to').value.trim());
